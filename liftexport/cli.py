@@ -112,5 +112,183 @@ def lattice_train(config, output, steps, restarts, lloyd_iters, seed, device) ->
     click.echo(f"{cfg}: held-out MSE {lat.mse:.5f} ({lat.meta['search']}) -> {path}")
 
 
+# ----------------------------------------------------------------------------- model / eval
+
+
+def load_artifact(src: str | None, device: str = "cpu"):
+    """(model, tokenizer, description) for an artifact (.lqt), a GGUF file, an HF dir or the default."""
+    from pathlib import Path
+
+    p = Path(src) if src else None
+    if p is not None and p.suffix == ".lqt":
+        from .formats.container import read_container
+        from .runtime.reference import build_model, build_tokenizer
+
+        ir = read_container(p)
+        return build_model(ir, device), build_tokenizer(ir), {"kind": "lqt", "meta": ir.meta}
+    from .models.load import ModelSource
+
+    ms = ModelSource(p)
+    return ms.full_model().to(device), ms.tokenizer, {"kind": ms.kind}
+
+
+@main.command("model")
+@click.argument("src", required=False)
+@click.option("--to", "fmt", type=click.Choice(["lqt"]), default="lqt", show_default=True, help="Output format.")
+@click.option("-o", "--output", type=click.Path(), default=None, help="Output file (default: out/<model>-<config>.lqt).")
+@click.option("--method", type=click.Choice(["liftquant", "rtn"]), default="liftquant", show_default=True)
+@click.option("--bits", type=float, default=2.4, show_default=True, help="Rate: LiftQuant maps it to the menu; rtn takes 2/3/4.")
+@click.option("--config", "lattice_config", default=None, help="Explicit LiftQuant D/d (overrides --bits).")
+@click.option("--group", default=128, show_default=True, help="RTN group size.")
+@click.option("--calib-text", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Calibration text file(s); default: sequences sampled from the model itself.")
+@click.option("--calib-tokens", default=32768, show_default=True)
+@click.option("--calib-seq-len", default=512, show_default=True)
+@click.option("--correction-steps", default=100, show_default=True, help="Adam steps of block-wise correction.")
+@click.option("--no-correction", is_flag=True, help="Skip block-wise correction.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when present).")
+@click.option("--search", type=click.Choice(["auto", "exact", "nullspace"]), default="auto", show_default=True)
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write the per-layer JSON report here.")
+@click.option("--eval-text", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Evaluate the quantized model on these files afterwards (the eval protocol).")
+@click.option("--no-resume", is_flag=True, help="Ignore (and replace) an existing checkpoint of this run.")
+@_friendly
+def model_cmd(src, fmt, output, method, bits, lattice_config, group, calib_text, calib_tokens, calib_seq_len,
+              correction_steps, no_correction, seed, device, search, report, eval_text, no_resume) -> None:
+    """Quantize SRC (HF dir, .gguf, or the example model) and write an artifact."""
+    import shutil
+    import time
+    from pathlib import Path
+
+    from .formats.container import container_bytes, write_container
+    from .models.load import ModelSource
+    from .quantize.pipeline import QuantizeOptions, quantize_model
+
+    ms = ModelSource(src)
+    opts = QuantizeOptions(method=method, bits=bits, config=lattice_config, group=group, calib_text=tuple(calib_text),
+                           calib_tokens=calib_tokens, calib_seq_len=calib_seq_len,
+                           correction_steps=0 if no_correction else correction_steps, seed=seed, device=device,
+                           search=search)
+    tag = f"rtn{int(bits)}g{group}" if method == "rtn" else "lq" + opts.lattice_config().name.replace("/", "_")
+    out = Path(output) if output else Path("out") / f"{ms.path.stem}-{tag}.{fmt}"
+    if out.is_dir() or str(output or "").endswith("/"):
+        out = out / f"{ms.path.stem}-{tag}.{fmt}"
+    ckpt_dir = out.with_name(out.name + ".ckpt")
+    if no_resume and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    opts.checkpoint_dir = str(ckpt_dir) if method == "liftquant" else None
+    t0 = time.time()
+    ir, rows = quantize_model(ms, opts)
+    write_container(ir, out)
+    if ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    summary = {"output": str(out), "bytes": out.stat().st_size, "seconds": round(time.time() - t0, 1), **ir.meta}
+    if report:
+        Path(report).write_text(json.dumps({"summary": summary, "layers": rows}, indent=1))
+    click.echo(json.dumps(summary, default=str))
+    if eval_text:
+        from .evaluate import eval_windows, perplexity
+        from .runtime.reference import build_model
+
+        dev = opts.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+        res = perplexity(build_model(ir, dev), eval_windows(ms.tokenizer, eval_text), device=dev)
+        click.echo(json.dumps({"eval": res}))
+    del container_bytes
+
+
+@main.command("eval")
+@click.argument("src", required=False)
+@click.option("--text", "texts", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--device", default=None)
+@click.option("--batch", default=8, show_default=True)
+@_friendly
+def eval_cmd(src, texts, as_json, device, batch) -> None:
+    """Perplexity of SRC (.lqt, .gguf, HF dir, or the example model) by the project's protocol."""
+    import torch
+
+    from .evaluate import eval_windows, perplexity
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok, desc = load_artifact(src, device)
+    res = perplexity(model, eval_windows(tok, texts), batch=batch, device=device, progress=not as_json)
+    res.update(source=src or "example", texts=list(texts))
+    if as_json:
+        click.echo(json.dumps(res))
+    else:
+        click.echo(f"PPL {res['ppl']:.3f}  (mean NLL {res['nll']:.4f} over {res['predicted']} predictions)")
+
+
+@main.command("inspect")
+@click.argument("art", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--tensors", "show_tensors", is_flag=True, help="List every tensor in the table output.")
+@_friendly
+def inspect_cmd(art, as_json, show_tensors) -> None:
+    """Per-tensor bytes and the effective bits per weight (all overheads included) of ART."""
+    from .inspect import inspect_container
+
+    info = inspect_container(art)
+    if as_json:
+        click.echo(json.dumps(info, indent=1, default=str))
+        return
+    if show_tensors:
+        for r in info["tensors"]:
+            dd = f"{r['D']}/{r['d']}" if "D" in r else ""
+            click.echo(f"{r['tensor']:<60} {r['kind']:<12} {dd:>6} {r['dtype']:>5} {r['bytes']:>12,}")
+    click.echo(f"file {info['file_bytes']:,} bytes (accounted {info['accounted_bytes']:,}: header "
+               f"{info['header_bytes']:,})")
+    for k, v in info["categories"].items():
+        click.echo(f"  {k:<12} {v:>14,} bytes")
+    click.echo(f"effective bits per decoder-linear weight: {info['effective_bits']:.4f} "
+               f"over {info['linear_weights']:,} weights")
+    for k, v in info["effective_bits_items"].items():
+        click.echo(f"  {k:<18} {v:.5f}")
+
+
+@main.command("run")
+@click.argument("art", required=False)
+@click.option("--prompt", required=True)
+@click.option("--max-new-tokens", default=64, show_default=True)
+@click.option("--device", default=None)
+@click.option("--sample", is_flag=True, help="Sample (temperature 1) instead of greedy decoding.")
+@click.option("--seed", default=0, show_default=True)
+@_friendly
+def run_cmd(art, prompt, max_new_tokens, device, sample, seed) -> None:
+    """Generate text from ART (.lqt, .gguf, HF dir, or the example model), streaming tokens."""
+    import torch
+    from transformers import TextStreamer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok, _ = load_artifact(art, device)
+    torch.manual_seed(seed)
+    ids = tok(prompt, return_tensors="pt").to(device)
+    streamer = TextStreamer(tok, skip_prompt=False)
+    with torch.no_grad():
+        model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=sample, streamer=streamer,
+                       pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+
+
+@main.command("verify")
+@click.argument("art")
+@click.option("--against", "ref", required=True, help="Reference: an artifact, a GGUF file or an HF dir.")
+@click.option("--tokens", "n_tokens", default=32, show_default=True, help="Greedy tokens per prompt.")
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def verify_cmd(art, ref, n_tokens, as_json) -> None:
+    """Max relative logit error and greedy-token agreement of ART against REF on fixed prompts."""
+    from .verify import verify
+
+    res = verify(art, ref, n_tokens)
+    if as_json:
+        click.echo(json.dumps(res))
+    else:
+        click.echo(f"max relative logit error {res['max_rel_logit_err']:.3e}; greedy tokens identical: "
+                   f"{res['greedy_identical']} ({res['greedy_agree']}/{res['greedy_total']})")
+    if not res["greedy_identical"]:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

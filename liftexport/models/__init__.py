@@ -1,0 +1,1 @@
+"""Model loading (HF dir, GGUF, the embedded default) and per-family adapters."""
