@@ -193,29 +193,18 @@ def read_header(path: Path) -> tuple[dict, dict]:
     return header, meta
 
 
-def read_container(path: str | os.PathLike, verify: bool = True) -> QuantizedModel:
-    """Read and validate a container; any problem raises FormatError naming it."""
-    path = Path(path)
-    header, meta = read_header(path)
-    _need(meta.get("format") == FORMAT_NAME, f"{path}: format is {meta.get('format')!r}, expected {FORMAT_NAME!r}")
-    ver = meta.get("version", "")
-    _need(ver.isdigit(), f"{path}: version {ver!r} is not an integer")
-    _need(int(ver) == FORMAT_VERSION, f"{path}: container version {ver}; this reader supports version {FORMAT_VERSION}")
-    config = _json(meta, "config", path)
-    quant = _json(meta, "quant", path)
-    extra = _json(meta, "meta", path) if "meta" in meta else {}
-    sums = _json(meta, "sha256", path)
+def validate_layout(config, quant, path, kept_shapes: dict) -> dict[str, tuple[str, tuple[int, ...] | None]]:
+    """Check the config and quant layout; return {tensor name: (dtype, shape)} the layout implies.
+
+    ``kept_shapes`` maps each kept tensor to its stored shape (None: not checked here).
+    Shared by the container and GGUF readers.
+    """
     _need(isinstance(config, dict) and isinstance(config.get("model_type"), str), f"{path}: config lacks model_type")
     _need(isinstance(quant, dict), f"{path}: quant layout is not an object")
     _need(quant.get("ir_version") == IR_VERSION, f"{path}: IR version {quant.get('ir_version')!r} unsupported")
-    _need(isinstance(sums, dict), f"{path}: sha256 table is not an object")
-    _need(isinstance(extra, dict), f"{path}: meta is not an object")
     for k in ("transforms", "linears", "kept"):
         _need(isinstance(quant.get(k), dict), f"{path}: quant.{k} missing or not an object")
-    _need(isinstance(quant.get("tokenizer"), list), f"{path}: quant.tokenizer missing")
-    expected: dict[str, tuple[str, tuple[int, ...]]] = {}
-
-    tfs = {}
+    expected: dict[str, tuple[str, tuple[int, ...] | None]] = {}
     for key, t in quant["transforms"].items():
         _need(isinstance(t, dict), f"{path}: transform {key!r} malformed")
         w = f"{path}: transform {key!r}"
@@ -232,16 +221,16 @@ def read_container(path: str | os.PathLike, verify: bool = True) -> QuantizedMod
         expected[f"tf.{key}.b"] = ("F16", (n2 // d,))
         if t["s1"]:
             expected[f"tf.{key}.s1"] = ("F16", (n1 * n2,))
-        tfs[key] = (D, d, IC, n1, n2, t["s1"])
     for name, lin in quant["linears"].items():
         w = f"{path}: linear {name!r}"
         _need(isinstance(lin, dict), f"{w} malformed")
         OC = _int(lin.get("out_features"), w + " out_features", 1, 1 << 24)
         _need(isinstance(lin.get("bias"), bool), f"{w}: bias flag missing")
         if lin.get("kind") == "lift":
-            _need(lin.get("transform") in tfs, f"{w}: transform {lin.get('transform')!r} not in the container")
-            D, d, IC, n1, n2, _ = tfs[lin["transform"]]
-            expected[f"lin.{name}.codes"] = ("U8", (OC, row_bytes(n1 * n2 // d * D)))
+            tk = lin.get("transform")
+            _need(isinstance(tk, str) and tk in quant["transforms"], f"{w}: transform {tk!r} not in the file")
+            t = quant["transforms"][tk]
+            expected[f"lin.{name}.codes"] = ("U8", (OC, row_bytes(t["n1"] * t["n2"] // t["d"] * t["D"])))
             expected[f"lin.{name}.scales"] = ("F16", (OC,))
         elif lin.get("kind") == "rtn":
             bits = _int(lin.get("bits"), w + " bits", 2, 8)
@@ -258,8 +247,60 @@ def read_container(path: str | os.PathLike, verify: bool = True) -> QuantizedMod
             expected[f"lin.{name}.bias"] = ("F16", (OC,))
     for name, dt in quant["kept"].items():
         _need(dt in ("F32", "F16", "BF16"), f"{path}: kept tensor {name!r} dtype {dt!r} invalid")
-        _need(f"kept.{name}" in header, f"{path}: kept tensor {name!r} missing")
-        expected[f"kept.{name}"] = (dt, tuple(header[f"kept.{name}"]["shape"]))
+        _need(name in kept_shapes, f"{path}: kept tensor {name!r} missing")
+        expected[f"kept.{name}"] = (dt, kept_shapes[name])
+    return expected
+
+
+def ir_from_tensors(config, quant, meta, tensors, tokenizer, path) -> QuantizedModel:
+    """Build the IR from validated tensors (names as in the container) and check their values."""
+    for name, t in tensors.items():
+        if t.is_floating_point():
+            _need(bool(torch.isfinite(t).all()), f"{path}: tensor {name!r} holds non-finite values")
+    ir = QuantizedModel(config=config, tokenizer=dict(tokenizer), meta=meta)
+    for key, t in quant["transforms"].items():
+        tf = LiftTransform(
+            D=t["D"], d=t["d"], in_features=t["in_features"], n1=t["n1"], n2=t["n2"], M=tensors[f"tf.{key}.M"].float(),
+            a=tensors[f"tf.{key}.a"].float(), b=tensors[f"tf.{key}.b"].float(),
+            s1=tensors[f"tf.{key}.s1"].float() if t["s1"] else None)
+        _need(bool((tf.a != 0).all() and (tf.b != 0).all()), f"{path}: transform {key!r} has a zero scale")
+        _need(tf.s1 is None or bool((tf.s1 != 0).all()), f"{path}: transform {key!r} has a zero s1")
+        ir.transforms[key] = tf
+    for name, lin in quant["linears"].items():
+        bias = tensors[f"lin.{name}.bias"].float() if lin["bias"] else None
+        if lin["kind"] == "lift":
+            ir.linears[name] = LiftedLinear(lin["transform"], lin["out_features"], tensors[f"lin.{name}.codes"],
+                                            tensors[f"lin.{name}.scales"].float(), bias)
+        else:
+            q = tensors[f"lin.{name}.q"]
+            _need(int(q.max()) < (1 << lin["bits"]) if q.numel() else True, f"{path}: {name!r} codes exceed {lin['bits']} bits")
+            ir.linears[name] = RTNLinear(lin["bits"], lin["group"], lin["in_features"], lin["out_features"], q,
+                                         tensors[f"lin.{name}.scale"].float(), tensors[f"lin.{name}.zero"].float(), bias)
+    for name in quant["kept"]:
+        ir.kept[name] = tensors[f"kept.{name}"]
+    return ir
+
+
+def read_container(path: str | os.PathLike, verify: bool = True) -> QuantizedModel:
+    """Read and validate a container; any problem raises FormatError naming it."""
+    path = Path(path)
+    header, meta = read_header(path)
+    _need(meta.get("format") == FORMAT_NAME, f"{path}: format is {meta.get('format')!r}, expected {FORMAT_NAME!r}")
+    ver = meta.get("version", "")
+    _need(ver.isdigit(), f"{path}: version {ver!r} is not an integer")
+    _need(int(ver) == FORMAT_VERSION, f"{path}: container version {ver}; this reader supports version {FORMAT_VERSION}")
+    config = _json(meta, "config", path)
+    quant = _json(meta, "quant", path)
+    extra = _json(meta, "meta", path) if "meta" in meta else {}
+    sums = _json(meta, "sha256", path)
+    _need(isinstance(sums, dict), f"{path}: sha256 table is not an object")
+    _need(isinstance(extra, dict), f"{path}: meta is not an object")
+    _need(isinstance(quant, dict) and isinstance(quant.get("tokenizer"), list), f"{path}: quant.tokenizer missing")
+    kept_shapes = {}
+    for name in (quant.get("kept") or {}) if isinstance(quant.get("kept"), dict) else {}:
+        if f"kept.{name}" in header:
+            kept_shapes[name] = tuple(header[f"kept.{name}"]["shape"])
+    expected = validate_layout(config, quant, path, kept_shapes)
     for fname in quant["tokenizer"]:
         _need(isinstance(fname, str) and _NAME_RE.match(fname) is not None and ".." not in fname,
               f"{path}: tokenizer file name {fname!r} not allowed")
@@ -274,39 +315,12 @@ def read_container(path: str | os.PathLike, verify: bool = True) -> QuantizedMod
     extra_t = set(header) - set(expected)
     _need(not extra_t, f"{path}: unexpected tensors {sorted(extra_t)[:5]}")
     _need(set(sums) == set(header), f"{path}: sha256 table does not cover exactly the tensors")
-
     tensors = _load(path, header)
     if verify:
         for name, t in tensors.items():
             _need(isinstance(sums[name], str) and _sha(t) == sums[name], f"{path}: tensor {name!r} fails its SHA-256 check (corrupt)")
-    for name, t in tensors.items():
-        if t.is_floating_point():
-            _need(bool(torch.isfinite(t).all()), f"{path}: tensor {name!r} holds non-finite values")
-
-    ir = QuantizedModel(config=config, tokenizer={}, meta=extra)
-    for key, (D, d, IC, n1, n2, has_s1) in tfs.items():
-        ir.transforms[key] = LiftTransform(
-            D=D, d=d, in_features=IC, n1=n1, n2=n2, M=tensors[f"tf.{key}.M"].float(),
-            a=tensors[f"tf.{key}.a"].float(), b=tensors[f"tf.{key}.b"].float(),
-            s1=tensors[f"tf.{key}.s1"].float() if has_s1 else None)
-        _need(bool((ir.transforms[key].a != 0).all() and (ir.transforms[key].b != 0).all()), f"{path}: transform {key!r} has a zero scale")
-        if has_s1:
-            _need(bool((ir.transforms[key].s1 != 0).all()), f"{path}: transform {key!r} has a zero s1")
-    for name, lin in quant["linears"].items():
-        bias = tensors[f"lin.{name}.bias"].float() if lin["bias"] else None
-        if lin["kind"] == "lift":
-            ir.linears[name] = LiftedLinear(lin["transform"], lin["out_features"], tensors[f"lin.{name}.codes"],
-                                            tensors[f"lin.{name}.scales"].float(), bias)
-        else:
-            q = tensors[f"lin.{name}.q"]
-            _need(int(q.max()) < (1 << lin["bits"]) if q.numel() else True, f"{path}: {name!r} codes exceed {lin['bits']} bits")
-            ir.linears[name] = RTNLinear(lin["bits"], lin["group"], lin["in_features"], lin["out_features"], q,
-                                         tensors[f"lin.{name}.scale"].float(), tensors[f"lin.{name}.zero"].float(), bias)
-    for name in quant["kept"]:
-        ir.kept[name] = tensors[f"kept.{name}"]
-    for fname in quant["tokenizer"]:
-        ir.tokenizer[fname] = bytes(tensors[f"tokenizer.{fname}"].numpy().tobytes())
-    return ir
+    tok = {f: bytes(tensors.pop(f"tokenizer.{f}").numpy().tobytes()) for f in quant["tokenizer"]}
+    return ir_from_tensors(config, quant, extra, tensors, tok, path)
 
 
 def _load(path: Path, header: dict) -> dict[str, torch.Tensor]:

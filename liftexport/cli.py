@@ -8,7 +8,7 @@ from functools import wraps
 
 import click
 
-from .errors import LiftExportError
+from .errors import ConfigError, LiftExportError
 
 
 def _friendly(fn):
@@ -120,6 +120,12 @@ def load_artifact(src: str | None, device: str = "cpu"):
     from pathlib import Path
 
     p = Path(src) if src else None
+    if p is not None and p.is_dir() and (p / "liftquant_model.json").is_file():
+        from transformers import AutoTokenizer
+
+        from .ort import OrtCausalLM
+
+        return OrtCausalLM(p), AutoTokenizer.from_pretrained(p), {"kind": "onnx"}
     if p is not None and p.suffix == ".lqt":
         from .formats.container import read_container
         from .runtime.reference import build_model, build_tokenizer
@@ -134,17 +140,22 @@ def load_artifact(src: str | None, device: str = "cpu"):
 
 @main.command("model")
 @click.argument("src", required=False)
-@click.option("--to", "fmt", type=click.Choice(["lqt"]), default="lqt", show_default=True, help="Output format.")
-@click.option("-o", "--output", type=click.Path(), default=None, help="Output file (default: out/<model>-<config>.lqt).")
+@click.option("--to", "fmt", type=click.Choice(["lqt", "onnx"]), default="lqt", show_default=True,
+              help="Output format: lqt (container file) or onnx (a directory).")
+@click.option("-o", "--output", type=click.Path(), default=None,
+              help="Output file or directory (default: out/<model>-<config>.lqt or out/<model>-<config>-onnx/).")
+@click.option("--onnx-ops", type=click.Choice(["custom", "contrib", "standard"]), default="custom", show_default=True,
+              help="How lifted layers are lowered to ONNX (see README).")
 @click.option("--method", type=click.Choice(["liftquant", "rtn"]), default="liftquant", show_default=True)
 @click.option("--bits", type=float, default=2.4, show_default=True, help="Rate: LiftQuant maps it to the menu; rtn takes 2/3/4.")
 @click.option("--config", "lattice_config", default=None, help="Explicit LiftQuant D/d (overrides --bits).")
 @click.option("--group", default=128, show_default=True, help="RTN group size.")
 @click.option("--calib-text", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Calibration text file(s); default: sequences sampled from the model itself.")
-@click.option("--calib-tokens", default=32768, show_default=True)
+@click.option("--calib-tokens", type=int, default=None, help="Calibration tokens [default: 32768 on CUDA, 16384 on CPU].")
 @click.option("--calib-seq-len", default=512, show_default=True)
-@click.option("--correction-steps", default=100, show_default=True, help="Adam steps of block-wise correction.")
+@click.option("--correction-steps", type=int, default=None,
+              help="Adam steps of block-wise correction per block [default: 200 on CUDA, 32 on CPU].")
 @click.option("--no-correction", is_flag=True, help="Skip block-wise correction.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when present).")
@@ -154,36 +165,50 @@ def load_artifact(src: str | None, device: str = "cpu"):
               help="Evaluate the quantized model on these files afterwards (the eval protocol).")
 @click.option("--no-resume", is_flag=True, help="Ignore (and replace) an existing checkpoint of this run.")
 @_friendly
-def model_cmd(src, fmt, output, method, bits, lattice_config, group, calib_text, calib_tokens, calib_seq_len,
-              correction_steps, no_correction, seed, device, search, report, eval_text, no_resume) -> None:
-    """Quantize SRC (HF dir, .gguf, or the example model) and write an artifact."""
+def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, calib_text, calib_tokens,
+              calib_seq_len, correction_steps, no_correction, seed, device, search, report, eval_text,
+              no_resume) -> None:
+    """Quantize SRC (HF dir, .gguf, or the example model) and write an artifact.
+
+    SRC may also be a .lqt container: it is then converted (no quantization) to --to.
+    """
     import shutil
     import time
     from pathlib import Path
 
-    from .formats.container import container_bytes, write_container
+    from .formats.container import read_container, write_container
     from .models.load import ModelSource
     from .quantize.pipeline import QuantizeOptions, quantize_model
 
+    if src and Path(src).suffix == ".lqt":
+        ir = read_container(src)
+        out = Path(output) if output else Path("out") / (Path(src).stem + ("-onnx" if fmt == "onnx" else ".lqt"))
+        _emit(ir, fmt, out, onnx_ops)
+        click.echo(json.dumps({"output": str(out), "from": src, **ir.meta}, default=str))
+        return
     ms = ModelSource(src)
     opts = QuantizeOptions(method=method, bits=bits, config=lattice_config, group=group, calib_text=tuple(calib_text),
                            calib_tokens=calib_tokens, calib_seq_len=calib_seq_len,
                            correction_steps=0 if no_correction else correction_steps, seed=seed, device=device,
                            search=search)
     tag = f"rtn{int(bits)}g{group}" if method == "rtn" else "lq" + opts.lattice_config().name.replace("/", "_")
-    out = Path(output) if output else Path("out") / f"{ms.path.stem}-{tag}.{fmt}"
-    if out.is_dir() or str(output or "").endswith("/"):
-        out = out / f"{ms.path.stem}-{tag}.{fmt}"
+    name = f"{ms.path.stem}-{tag}" + ("-onnx" if fmt == "onnx" else ".lqt")
+    out = Path(output) if output else Path("out") / name
+    if fmt == "lqt" and (out.is_dir() or str(output or "").endswith("/")):
+        out = out / name
+    if fmt == "onnx" and out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: output directory exists and is not empty")
     ckpt_dir = out.with_name(out.name + ".ckpt")
     if no_resume and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
     opts.checkpoint_dir = str(ckpt_dir) if method == "liftquant" else None
     t0 = time.time()
     ir, rows = quantize_model(ms, opts)
-    write_container(ir, out)
+    _emit(ir, fmt, out, onnx_ops)
     if ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
-    summary = {"output": str(out), "bytes": out.stat().st_size, "seconds": round(time.time() - t0, 1), **ir.meta}
+    size = sum(p.stat().st_size for p in out.iterdir()) if out.is_dir() else out.stat().st_size
+    summary = {"output": str(out), "bytes": size, "seconds": round(time.time() - t0, 1), **ir.meta}
     if report:
         Path(report).write_text(json.dumps({"summary": summary, "layers": rows}, indent=1))
     click.echo(json.dumps(summary, default=str))
@@ -194,7 +219,17 @@ def model_cmd(src, fmt, output, method, bits, lattice_config, group, calib_text,
         dev = opts.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
         res = perplexity(build_model(ir, dev), eval_windows(ms.tokenizer, eval_text), device=dev)
         click.echo(json.dumps({"eval": res}))
-    del container_bytes
+
+
+def _emit(ir, fmt: str, out, onnx_ops: str) -> None:
+    if fmt == "lqt":
+        from .formats.container import write_container
+
+        write_container(ir, out)
+    else:
+        from .formats.onnx import export_onnx
+
+        export_onnx(ir, out, ops=onnx_ops)
 
 
 @main.command("eval")

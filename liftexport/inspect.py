@@ -21,7 +21,9 @@ def inspect_container(path: str | Path) -> dict:
     rows = []
     cats = {"codes": 0, "row_scales": 0, "bias": 0, "transforms": 0, "kept": 0, "tokenizer": 0}
     code_pad_bits = 0
+    input_pad_bits = 0
     weights = 0
+    rtn_unpacked_bits = 0  # RTN codes are stored one per byte; their logical size is `bits` per weight
     for name, info in header.items():
         nbytes = info["data_offsets"][1] - info["data_offsets"][0]
         kind, rest = name.split(".", 1)
@@ -40,11 +42,13 @@ def inspect_container(path: str | Path) -> dict:
                     t = quant["transforms"][lin["transform"]]
                     K = t["n1"] * t["n2"] // t["d"] * t["D"]
                     code_pad_bits += nbytes * 8 - lin["out_features"] * K
+                    input_pad_bits += lin["out_features"] * (t["n1"] * t["n2"] - t["in_features"]) // t["d"] * t["D"]
                     weights += lin["out_features"] * t["in_features"]
                     row.update(kind="lift-codes", D=t["D"], d=t["d"], bits=round(t["D"] / t["d"], 4),
                                weights=lin["out_features"] * t["in_features"])
                 else:
                     weights += lin["out_features"] * lin["in_features"]
+                    rtn_unpacked_bits += lin["out_features"] * lin["in_features"] * (8 - lin["bits"])
                     row.update(kind=f"rtn{lin['bits']}-codes", bits=lin["bits"],
                                weights=lin["out_features"] * lin["in_features"])
             elif part == "bias":
@@ -65,10 +69,14 @@ def inspect_container(path: str | Path) -> dict:
     total = header_bytes + sum(r["bytes"] for r in rows)
     size = path.stat().st_size
     linear_bytes = cats["codes"] + cats["row_scales"] + cats["bias"] + cats["transforms"]
-    eff = 8 * linear_bytes / weights if weights else 0.0
+    eff = (8 * linear_bytes - rtn_unpacked_bits) / weights if weights else 0.0
     item = {k: round(8 * v / weights, 5) for k, v in cats.items() if k in ("codes", "row_scales", "bias", "transforms")} if weights else {}
     if weights:
-        item["of_codes:padding"] = round(code_pad_bits / weights, 5)
+        item["of_codes:row_byte_padding"] = round(code_pad_bits / weights, 5)
+        item["of_codes:input_padding"] = round(input_pad_bits / weights, 5)
+        if rtn_unpacked_bits:
+            item["codes"] = round((8 * cats["codes"] - rtn_unpacked_bits) / weights, 5)
+            item["of_codes:rtn_stored_unpacked(not counted)"] = round(rtn_unpacked_bits / weights, 5)
     return {
         "file": str(path), "file_bytes": size, "accounted_bytes": total, "header_bytes": header_bytes,
         "categories": cats, "linear_weights": weights, "effective_bits": round(eff, 5),

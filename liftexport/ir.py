@@ -15,7 +15,7 @@ from .transform import choose_shape  # noqa: F401  (re-exported for formats)
 
 IR_VERSION = 1
 #: Each row of packed codes is padded to a multiple of this many bits.
-ROW_ALIGN_BITS = 32
+ROW_ALIGN_BITS = 8
 
 
 @dataclass

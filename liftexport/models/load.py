@@ -151,7 +151,7 @@ class ModelSource:
             sd = self._gguf_state
             if name not in sd:
                 raise UnsupportedModelError(f"{self.path}: tensor {name} missing")
-            return sd[name].detach().to(torch.float32)
+            return sd[name].detach().to(device="cpu", dtype=torch.float32)
         f = self._shard_of.get(name)
         if f is None:
             raise UnsupportedModelError(f"{self.path}: tensor {name} missing from the checkpoint")

@@ -34,14 +34,15 @@ class QuantizeOptions:
     config: str | None = None  # explicit D/d, overrides bits
     group: int = 128  # rtn group size
     calib_text: tuple[str, ...] = ()
-    calib_tokens: int = 32768
+    calib_tokens: int | None = None  # None: 32768 on CUDA, 16384 on CPU
     calib_seq_len: int = 512
-    correction_steps: int = 100
+    correction_steps: int | None = None  # None: 200 on CUDA, 40 on CPU
     correction_batch: int = 4
     seed: int = 0
     device: str | None = None
     search: str = "auto"
     alpha: float = 0.5
+    beta: float = 0.0
     checkpoint_dir: str | None = None
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -57,6 +58,18 @@ class QuantizeOptions:
         for k in ("checkpoint_dir", "progress", "device"):
             d.pop(k)
         return d
+
+
+def correction_steps(opts, device) -> int:
+    if opts.correction_steps is not None:
+        return int(opts.correction_steps)
+    return 200 if torch.device(device).type == "cuda" else 32
+
+
+def calib_tokens(opts, device) -> int:
+    if opts.calib_tokens is not None:
+        return int(opts.calib_tokens)
+    return 32768 if torch.device(device).type == "cuda" else 16384
 
 
 def _device(opts) -> torch.device:
@@ -109,7 +122,7 @@ def capture_layer_inputs(skeleton, family, tokens: torch.Tensor, batch: int, dev
 def calibration_tokens(src: ModelSource, opts: QuantizeOptions, device) -> torch.Tensor:
     from ..calibrate import self_generated, text_windows
 
-    n_seq = max(1, opts.calib_tokens // opts.calib_seq_len)
+    n_seq = max(1, calib_tokens(opts, device) // opts.calib_seq_len)
     if opts.calib_seq_len < 16:
         raise ConfigError(f"--calib-seq-len {opts.calib_seq_len}: must be >= 16")
     if opts.calib_text:
@@ -157,7 +170,8 @@ def quantize_block_liftquant(src, block, i, X, kwargs, lattice, opts, device, re
         mods = [block.get_submodule(n) for n in g.linears]
         t0 = time.time()
         gq = quantize_group([m.weight.detach().float() for m in mods], H[g.name], lattice,
-                            seed=opts.seed * 1000003 + i * 16 + gi, alpha=opts.alpha, method=opts.search)
+                            seed=opts.seed * 1000003 + i * 16 + gi, alpha=opts.alpha, method=opts.search,
+                            beta=opts.beta)
         gp = GroupParams(gq.transform, device)
         groups.append(gp)
         for name, m, lat, sc in zip(g.linears, mods, gq.latent, gq.scales):
@@ -183,7 +197,7 @@ def quantize_block_liftquant(src, block, i, X, kwargs, lattice, opts, device, re
             p.requires_grad_(True)
     with torch.no_grad():
         before = float((run_block(block, X, kwargs, opts.correction_batch) - Y).pow(2).mean() / Y.pow(2).mean())
-    correct_block(block, fakes, groups, X, Y, kwargs, opts.correction_steps, opts.correction_batch,
+    correct_block(block, fakes, groups, X, Y, kwargs, correction_steps(opts, device), opts.correction_batch,
                   seed=opts.seed * 7919 + i)
     for f in fakes:
         f.freeze()
@@ -304,7 +318,7 @@ def quantize_model(src: ModelSource, opts: QuantizeOptions) -> tuple[QuantizedMo
             bar.set_postfix(block_err=report[-1]["block_rel_mse_after"])
         ir.meta.update(method="liftquant", config=cfg.name, bits=cfg.bits, calibration="text" if opts.calib_text
                        else "self-generated", calib_tokens=int(tokens.numel()), seed=opts.seed,
-                       correction_steps=opts.correction_steps)
+                       correction_steps=correction_steps(opts, device))
     else:
         raise ConfigError(f"--method {opts.method!r}: expected liftquant or rtn")
     for k, v in skeleton.state_dict().items():

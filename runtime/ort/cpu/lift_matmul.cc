@@ -1,0 +1,237 @@
+// LiftMatMul CPU kernel: validation, preparation of the transform factors, and the threaded
+// binary GEMV/GEMM. The binary product uses per-token lookup tables: for each code byte j,
+// tab[j][c] = sum of the lifted values u[8j + i] over the set bits i of c, so a row costs one
+// table lookup and one add per 8 weights, and Q u = 2 * sum(tab) - sum(u).
+#include "lift_matmul.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+namespace liftquant {
+
+namespace {
+
+constexpr int64_t kMaxDim = 1 << 20;
+constexpr int64_t kRowBlock = 32;   // rows per parallel task
+constexpr int64_t kByteTile = 256;  // code bytes per cache tile
+
+float h2f(const Ort::Float16_t& h) { return h.ToFloat(); }
+
+template <typename T>
+std::string shape_str(const Ort::Custom::Tensor<T>& t) {
+  std::string s = "[";
+  const auto& sh = t.Shape();
+  for (size_t i = 0; i < sh.size(); ++i) s += (i ? ", " : "") + std::to_string(sh[i]);
+  return s + "]";
+}
+
+template <typename T>
+bool is_shape(const Ort::Custom::Tensor<T>& t, std::initializer_list<int64_t> want) {
+  const auto& sh = t.Shape();
+  if (sh.size() != want.size()) return false;
+  size_t i = 0;
+  for (int64_t w : want)
+    if (sh[i++] != w) return false;
+  return true;
+}
+
+}  // namespace
+
+LiftMatMul::LiftMatMul(const OrtApi* api, const OrtKernelInfo* info) {
+  // Never throw from here: an exception must not cross the C boundary into ORT.
+  auto get = [&](const char* name, int64_t& v) {
+    OrtStatus* st = api->KernelInfoGetAttribute_int64(info, name, &v);
+    if (st != nullptr) {
+      api->ReleaseStatus(st);
+      if (attr_error_.empty()) attr_error_ = std::string("LiftMatMul: required attribute '") + name + "' missing";
+    }
+  };
+  get("in_features", in_);
+  get("out_features", out_);
+  get("D", D_);
+  get("d", d_);
+  get("n1", n1_);
+  get("n2", n2_);
+  if (!attr_error_.empty()) return;
+  if (d_ < 1 || D_ <= d_ || D_ > 64) {
+    attr_error_ = "LiftMatMul: need 1 <= d < D <= 64, got D=" + std::to_string(D_) + ", d=" + std::to_string(d_);
+  } else if (in_ < 1 || out_ < 1 || n1_ < 1 || n2_ < 1 || in_ > kMaxDim || out_ > kMaxDim || n1_ > kMaxDim ||
+             n2_ > kMaxDim || n1_ * n2_ > kMaxDim) {
+    attr_error_ = "LiftMatMul: attribute out of range (in_features, out_features, n1, n2 must be in [1, 2^20])";
+  } else if (n2_ % d_ != 0) {
+    attr_error_ = "LiftMatMul: n2=" + std::to_string(n2_) + " is not a multiple of d=" + std::to_string(d_);
+  } else if (n1_ * n2_ < in_) {
+    attr_error_ = "LiftMatMul: n1*n2=" + std::to_string(n1_ * n2_) + " < in_features=" + std::to_string(in_);
+  }
+  n_ = n1_ * n2_;
+  nb_ = d_ > 0 ? n2_ / d_ : 0;
+  K_ = n1_ * nb_ * D_;
+  B_ = (K_ + 7) / 8;
+}
+
+Ort::Status LiftMatMul::Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor<float>& X,
+                                const Ort::Custom::Tensor<uint8_t>& codes,
+                                const Ort::Custom::Tensor<Ort::Float16_t>& scales,
+                                const Ort::Custom::Tensor<Ort::Float16_t>& M,
+                                const Ort::Custom::Tensor<Ort::Float16_t>& a,
+                                const Ort::Custom::Tensor<Ort::Float16_t>& b,
+                                const Ort::Custom::Tensor<Ort::Float16_t>& s1,
+                                const Ort::Custom::Tensor<Ort::Float16_t>& bias, Ort::Custom::Tensor<float>& Y) {
+  try {
+    if (!attr_error_.empty()) return Ort::Status(attr_error_.c_str(), ORT_INVALID_ARGUMENT);
+    const auto& xs = X.Shape();
+    auto bad = [](const std::string& m) { return Ort::Status(("LiftMatMul: " + m).c_str(), ORT_INVALID_ARGUMENT); };
+    if (xs.empty() || xs.back() != in_)
+      return bad("input X " + shape_str(X) + " must end in in_features=" + std::to_string(in_));
+    if (!is_shape(codes, {out_, B_}))
+      return bad("codes " + shape_str(codes) + " must be [" + std::to_string(out_) + ", " + std::to_string(B_) + "]");
+    if (!is_shape(scales, {out_})) return bad("scales " + shape_str(scales) + " must be [" + std::to_string(out_) + "]");
+    if (!is_shape(M, {d_, D_}))
+      return bad("M " + shape_str(M) + " must be [" + std::to_string(d_) + ", " + std::to_string(D_) + "]");
+    if (!is_shape(a, {n1_})) return bad("a " + shape_str(a) + " must be [" + std::to_string(n1_) + "]");
+    if (!is_shape(b, {nb_})) return bad("b " + shape_str(b) + " must be [" + std::to_string(nb_) + "]");
+    if (!is_shape(s1, {n_})) return bad("s1 " + shape_str(s1) + " must be [" + std::to_string(n_) + "]");
+    if (!is_shape(bias, {out_})) return bad("bias " + shape_str(bias) + " must be [" + std::to_string(out_) + "]");
+    int64_t T = 1;
+    for (size_t i = 0; i + 1 < xs.size(); ++i) {
+      if (xs[i] < 0) return bad("negative dimension in X");
+      T *= xs[i];
+    }
+    std::vector<int64_t> ys(xs.begin(), xs.end());
+    ys.back() = out_;
+    float* y = Y.Allocate(ys);
+    if (T == 0) return Ort::Status{nullptr};
+    const float* x = X.Data();
+    const uint8_t* cd = codes.Data();
+
+    {  // prepare the float32 transform factors once per set of constant inputs
+      std::lock_guard<std::mutex> lock(mu_);
+      const void* key[7] = {M.Data(), a.Data(), b.Data(), s1.Data(), scales.Data(), bias.Data(), cd};
+      if (!std::equal(key, key + 7, prep_.key)) {
+        Prepared p;
+        std::copy(key, key + 7, p.key);
+        std::vector<double> Mf(d_ * D_), af(n1_), bf(nb_);
+        for (int64_t i = 0; i < d_ * D_; ++i) Mf[i] = h2f(M.Data()[i]);
+        for (int64_t i = 0; i < n1_; ++i) af[i] = h2f(a.Data()[i]);
+        for (int64_t i = 0; i < nb_; ++i) bf[i] = h2f(b.Data()[i]);
+        for (double v : af)
+          if (v == 0.0 || !std::isfinite(v)) return bad("a holds a zero or non-finite value");
+        for (double v : bf)
+          if (v == 0.0 || !std::isfinite(v)) return bad("b holds a zero or non-finite value");
+        auto dct = [](int64_t n) {
+          std::vector<double> C(n * n);
+          for (int64_t k = 0; k < n; ++k)
+            for (int64_t i = 0; i < n; ++i)
+              C[k * n + i] = std::cos(M_PI * (2 * i + 1) * k / (2.0 * n)) * std::sqrt((k == 0 ? 1.0 : 2.0) / n);
+          return C;
+        };
+        auto C1 = dct(n1_), C2 = dct(n2_);
+        p.L.resize(n1_ * n1_);
+        for (int64_t i = 0; i < n1_; ++i)
+          for (int64_t k = 0; k < n1_; ++k) p.L[i * n1_ + k] = static_cast<float>(C1[i * n1_ + k] / af[i]);
+        const int64_t nbD = nb_ * D_;
+        p.R.assign(n2_ * nbD, 0.f);
+        for (int64_t q = 0; q < n2_; ++q)      // R[q, j*D + t] = sum_e C2[j*d + e, q] * M[e, t] / b[j]
+          for (int64_t j = 0; j < nb_; ++j)
+            for (int64_t t = 0; t < D_; ++t) {
+              double s = 0;
+              for (int64_t e = 0; e < d_; ++e) s += C2[(j * d_ + e) * n2_ + q] * Mf[e * D_ + t];
+              p.R[q * nbD + j * D_ + t] = static_cast<float>(s / bf[j]);
+            }
+        p.s1inv.resize(n_);
+        for (int64_t i = 0; i < n_; ++i) {
+          float v = h2f(s1.Data()[i]);
+          if (v == 0.f || !std::isfinite(v)) return bad("s1 holds a zero or non-finite value");
+          p.s1inv[i] = 1.f / v;
+        }
+        p.scale.resize(out_);
+        p.bias.resize(out_);
+        for (int64_t r = 0; r < out_; ++r) {
+          p.scale[r] = h2f(scales.Data()[r]);
+          p.bias[r] = h2f(bias.Data()[r]);
+        }
+        prep_ = std::move(p);
+      }
+    }
+    const Prepared& p = prep_;
+    const int64_t nbD = nb_ * D_;
+
+    // 1. lifted activations u[t] (K values, zero-padded to B*8) and their sums
+    std::vector<float> U(static_cast<size_t>(T) * B_ * 8, 0.f), usum(T);
+    {
+      std::vector<float> xt(n_), tmp(n_);
+      for (int64_t t = 0; t < T; ++t) {
+        const float* xr = x + t * in_;
+        for (int64_t i = 0; i < in_; ++i) xt[i] = xr[i] * p.s1inv[i];
+        for (int64_t i = in_; i < n_; ++i) xt[i] = 0.f;
+        float* u = U.data() + t * B_ * 8;
+        lift_transform(p, n1_, n2_, nbD, xt.data(), tmp.data(), u);
+        double s = 0;
+        for (int64_t k = 0; k < K_; ++k) s += u[k];
+        usum[t] = static_cast<float>(s);
+      }
+    }
+    // 2. lookup tables per token, built in parallel over byte ranges
+    std::vector<float> tab(static_cast<size_t>(T) * B_ * 256);
+    struct TabJob { const float* U; float* tab; int64_t B, T, chunk; } tj{U.data(), tab.data(), B_, T, 64};
+    const int64_t nchunks = (B_ + tj.chunk - 1) / tj.chunk;
+    auto tab_fn = [](void* ud, size_t i) {
+      auto* j = static_cast<TabJob*>(ud);
+      const int64_t t = static_cast<int64_t>(i) / ((j->B + j->chunk - 1) / j->chunk);
+      const int64_t c = static_cast<int64_t>(i) % ((j->B + j->chunk - 1) / j->chunk);
+      const int64_t j0 = c * j->chunk, j1 = std::min(j->B, j0 + j->chunk);
+      build_tables(j->U + t * j->B * 8 + j0 * 8, j1 - j0, j->tab + (t * j->B + j0) * 256);
+    };
+    Ort::KernelContext kctx(ctx);
+    kctx.ParallelFor(tab_fn, static_cast<size_t>(T * nchunks), 0, &tj);
+    // 3. rows in parallel: acc[t][r] = sum_j tab[t][j][codes[r][j]]
+    struct RowJob {
+      const uint8_t* cd; const float* tab; const float* usum; const Prepared* p; float* y;
+      int64_t B, N, T;
+    } rj{cd, tab.data(), usum.data(), &p, y, B_, out_, T};
+    auto row_fn = [](void* ud, size_t blk) {
+      auto* j = static_cast<RowJob*>(ud);
+      const int64_t r0 = static_cast<int64_t>(blk) * kRowBlock, r1 = std::min(j->N, r0 + kRowBlock);
+      float acc[kRowBlock * 16];
+      for (int64_t t0 = 0; t0 < j->T; t0 += 16) {
+        const int64_t nt = std::min<int64_t>(16, j->T - t0);
+        std::fill(acc, acc + kRowBlock * 16, 0.f);
+        for (int64_t b0 = 0; b0 < j->B; b0 += kByteTile) {
+          const int64_t b1 = std::min(j->B, b0 + kByteTile);
+          for (int64_t r = r0; r < r1; ++r) {
+            const uint8_t* c = j->cd + r * j->B;
+            for (int64_t t = 0; t < nt; ++t) {
+              const float* tb = j->tab + ((t0 + t) * j->B) * 256;
+              float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+              int64_t q = b0;
+              for (; q + 4 <= b1; q += 4) {
+                s0 += tb[(q + 0) * 256 + c[q + 0]];
+                s1 += tb[(q + 1) * 256 + c[q + 1]];
+                s2 += tb[(q + 2) * 256 + c[q + 2]];
+                s3 += tb[(q + 3) * 256 + c[q + 3]];
+              }
+              for (; q < b1; ++q) s0 += tb[q * 256 + c[q]];
+              acc[(r - r0) * 16 + t] += (s0 + s1) + (s2 + s3);
+            }
+          }
+        }
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t t = 0; t < nt; ++t)
+            j->y[(t0 + t) * j->N + r] =
+                j->p->scale[r] * (2.f * acc[(r - r0) * 16 + t] - j->usum[t0 + t]) + j->p->bias[r];
+      }
+    };
+    kctx.ParallelFor(row_fn, static_cast<size_t>((out_ + kRowBlock - 1) / kRowBlock), 0, &rj);
+    return Ort::Status{nullptr};
+  } catch (const Ort::Exception& e) {
+    return Ort::Status(e);
+  } catch (const std::exception& e) {
+    return Ort::Status((std::string("LiftMatMul: ") + e.what()).c_str(), ORT_FAIL);
+  } catch (...) {
+    return Ort::Status("LiftMatMul: unknown error", ORT_FAIL);
+  }
+}
+
+}  // namespace liftquant

@@ -1,0 +1,158 @@
+"""ONNX export (custom / standard / contrib) against the reference runtime; the ORT library's errors;
+one AddressSanitizer run of the kernel."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from liftexport.errors import FormatError
+from liftexport.formats.container import read_container
+from liftexport.formats.onnx import export_onnx
+from liftexport.ort import OrtCausalLM, library_path, session
+from liftexport.runtime.reference import build_model, build_tokenizer
+from liftexport.verify import compare_models
+
+ROOT = Path(__file__).resolve().parents[2]
+VEC = ROOT / "spec" / "vectors" / "tiny_model.lqt"
+
+
+@pytest.fixture(scope="module")
+def ir():
+    return read_container(VEC)
+
+
+@pytest.fixture(scope="module")
+def exports(ir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx")
+    return {ops: export_onnx(ir, root / ops, ops=ops) for ops in ("custom", "standard", "contrib")}
+
+
+@pytest.mark.parametrize("ops", ["custom", "standard", "contrib"])
+def test_matches_reference(ir, exports, ops):
+    ref = build_model(ir)
+    got = OrtCausalLM(exports[ops])
+    res = compare_models(got, ref, build_tokenizer(ir), n_tokens=16, prompts=("LiftQuant", "hello there, model"))
+    assert res["max_rel_logit_err"] <= 1e-4 and res["greedy_identical"], res
+
+
+def test_layout_and_checker(exports):
+    d = exports["custom"]
+    assert {"model.onnx", "model.onnx.data", "liftquant_model.json", "tokenizer.json"} <= {p.name for p in d.iterdir()}
+    m = onnx.load(str(d / "model.onnx"))
+    assert m.ir_version == 10
+    assert {o.domain for o in m.opset_import} >= {"", "ai.liftquant"}
+    lift = [n for n in m.graph.node if n.op_type == "LiftMatMul"]
+    assert len(lift) == 14 and all(n.domain == "ai.liftquant" for n in lift)
+    assert [f.name for f in m.functions] == ["LiftMatMul"]
+    onnx.checker.check_model(str(d / "model.onnx"), full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
+    names = {v.name for v in inferred.graph.value_info}
+    assert any(n.output[0] in names for n in lift)  # the function gives LiftMatMul outputs a type
+    std = onnx.load(str(exports["standard"] / "model.onnx"))
+    assert {n.domain for n in std.graph.node} == {""}
+    assert any(n.op_type == "BitShift" for n in std.graph.node)
+    con = onnx.load(str(exports["contrib"] / "model.onnx"))
+    assert sum(n.op_type == "MatMulNBits" for n in con.graph.node) == 14
+
+
+def test_no_half_written_output(ir, tmp_path):
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "keep").write_text("1")
+    with pytest.raises(FormatError, match="not empty"):
+        export_onnx(ir, out)
+    bad = read_container(VEC)
+    bad.config = dict(bad.config, model_type="gemma2")
+    with pytest.raises(Exception):
+        export_onnx(bad, tmp_path / "y")
+    assert not (tmp_path / "y").exists() and [p.name for p in tmp_path.iterdir()] == ["x"]
+
+
+def _feed(ids, L=2, nkv=2, hd=10):
+    f = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(ids.shape[1])[None]}
+    for i in range(L):
+        for kv in ("key", "value"):
+            f[f"past_key_values.{i}.{kv}"] = np.zeros((1, nkv, 0, hd), np.float32)
+    return f
+
+
+@pytest.mark.parametrize("attr, value, msg", [("D", 99, "d < D"), ("n2", 7, "not a multiple"),
+                                               ("in_features", 41, "n1\*n2=40 < in_features=41"), ("in_features", 30, "must end in in_features"),
+                                               ("out_features", 39, "codes")])
+def test_kernel_rejects_bad_attributes(exports, tmp_path, attr, value, msg):
+    m = onnx.load(str(exports["custom"] / "model.onnx"), load_external_data=True)
+    node = next(n for n in m.graph.node if n.op_type == "LiftMatMul")
+    next(a for a in node.attribute if a.name == attr).i = value
+    onnx.save(m, str(tmp_path / "bad.onnx"))
+    s = session(tmp_path / "bad.onnx")
+    with pytest.raises(Exception, match=msg):
+        s.run(None, _feed(np.array([[1, 2, 3]], dtype=np.int64)))
+
+
+def test_kernel_rejects_bad_initializer_shape(exports, tmp_path):
+    m = onnx.load(str(exports["custom"] / "model.onnx"), load_external_data=True)
+    init = next(i for i in m.graph.initializer if i.name.endswith("q_proj.codes"))
+    arr = onnx.numpy_helper.to_array(init)[:, :-1].copy()
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(m, str(tmp_path / "bad.onnx"))
+    with pytest.raises(Exception, match="codes"):
+        session(tmp_path / "bad.onnx").run(None, _feed(np.array([[1, 2]], dtype=np.int64)))
+
+
+def test_library_exports_only_the_entry_point():
+    out = subprocess.run(["nm", "-D", "--defined-only", str(library_path())], capture_output=True, text=True).stdout
+    syms = {line.split()[-1] for line in out.splitlines() if line.strip()}
+    assert syms == {"RegisterCustomOps"}, syms
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake needed")
+def test_kernel_under_address_sanitizer(exports, tmp_path):
+    """Build the library with -fsanitize=address and run the custom export once: no ASan report."""
+    inc = _ort_include()
+    b = tmp_path / "asan"
+    subprocess.run(["cmake", "-S", str(ROOT / "runtime" / "ort"), "-B", str(b), f"-DORT_INCLUDE_DIR={inc}",
+                    "-DLIFTQUANT_ASAN=ON"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(b), "-j", "2"], check=True, capture_output=True)
+    libasan = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    code = (
+        "import numpy as np, onnxruntime as ort\n"
+        "so = ort.SessionOptions(); so.register_custom_ops_library(%r)\n"
+        "s = ort.InferenceSession(%r, so, providers=['CPUExecutionProvider'])\n"
+        "ids = np.array([[3, 1, 4, 1, 5, 9, 2, 6]], dtype=np.int64)\n"
+        "f = {'input_ids': ids, 'attention_mask': np.ones_like(ids), 'position_ids': np.arange(8)[None]}\n"
+        "f.update({f'past_key_values.{i}.{k}': np.zeros((1, 2, 0, 10), np.float32) for i in range(2) for k in ('key', 'value')})\n"
+        "for batch in (1, 3):\n"
+        "    g = {k: (np.repeat(v, batch, 0) if k != 'position_ids' else np.repeat(v, batch, 0)) for k, v in f.items()}\n"
+        "    print(s.run(None, g)[0].shape)\n"
+    ) % (str(b / "libliftquant_ort.so"), str(exports["custom"] / "model.onnx"))
+    env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0:abort_on_error=1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "AddressSanitizer" not in r.stderr, r.stderr[-2000:]
+    assert "(3, 8, 256)" in r.stdout
+
+
+def _ort_include() -> str:
+    cache = Path(ROOT / "build" / "ort" / "CMakeCache.txt")
+    for line in cache.read_text().splitlines():
+        if line.startswith("ORT_INCLUDE_DIR:"):
+            return line.split("=", 1)[1]
+    raise RuntimeError("build/ort not configured: run ./install.sh")
+
+
+def test_batch_and_padding_match_reference(ir, exports):
+    """Batch of 2 prompts (M > 1 path of the kernel) equals two single runs of the reference."""
+    ref = build_model(ir)
+    got = OrtCausalLM(exports["custom"])
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22],
+                        [30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47]])
+    a = got(input_ids=ids).logits
+    with torch.no_grad():
+        b = ref(input_ids=ids).logits
+    assert (a - b).abs().max() <= 1e-4 * b.abs().max()
