@@ -59,6 +59,9 @@ def main() -> None:
             row.update(effective_bits=info["effective_bits"], file_bytes=info["file_bytes"])
         rows.append(row)
         print(json.dumps(row), flush=True)
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps({"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
+                                           "rows": rows}, indent=1))
 
     if a.fp:
         record("fp32", None, 0.0, src.full_model().to(dev))
@@ -74,9 +77,6 @@ def main() -> None:
         label = f"lq {c}" + (" text-calib" if a.calib_text else "") + (f" {a.tag}" if a.tag else "")
         record(label, ir, round(time.time() - t0, 1))
         (wd / (label.replace("/", "_").replace(" ", "_") + ".report.json")).write_text(json.dumps(rep))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
-                                       "rows": rows}, indent=1))
     print(f"\n{'point':<24} {'eff bits':>9} {'PPL':>10} {'quant s':>9}")
     for r in rows:
         print(f"{r['point']:<24} {r.get('effective_bits', 32):>9.3f} {r['ppl']:>10.2f} {r['quantize_seconds']:>9.1f}")

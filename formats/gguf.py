@@ -339,3 +339,18 @@ def _container_to_gguf(cname: str) -> str:
         return rest
     raise FormatError(f"internal: no GGUF name for {cname}")
 
+
+
+def is_liftquant_gguf(path) -> bool:
+    """True if ``path`` is a GGUF file whose general.architecture is ours (cheap header peek)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    key = b"general.architecture"
+    i = head.find(key)
+    if head[:4] != b"GGUF" or i < 0:
+        return False
+    j = i + len(key) + 4 + 8  # value type (u32) + string length (u64)
+    return head[j : j + len(ARCH)] == ARCH.encode() and head[j - 8 : j] == struct.pack("<Q", len(ARCH))

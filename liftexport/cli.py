@@ -126,22 +126,30 @@ def load_artifact(src: str | None, device: str = "cpu"):
         from .ort import OrtCausalLM
 
         return OrtCausalLM(p), AutoTokenizer.from_pretrained(p), {"kind": "onnx"}
-    if p is not None and p.suffix == ".lqt":
-        from .formats.container import read_container
+    if p is not None and (p.suffix == ".lqt" or _is_liftquant_gguf(p)):
+        from .formats import read_artifact
         from .runtime.reference import build_model, build_tokenizer
 
-        ir = read_container(p)
-        return build_model(ir, device), build_tokenizer(ir), {"kind": "lqt", "meta": ir.meta}
+        ir = read_artifact(p)
+        return build_model(ir, device), build_tokenizer(ir), {"kind": p.suffix.lstrip("."), "meta": ir.meta}
     from .models.load import ModelSource
 
     ms = ModelSource(p)
     return ms.full_model().to(device), ms.tokenizer, {"kind": ms.kind}
 
 
+def _is_liftquant_gguf(p) -> bool:
+    if p.suffix.lower() != ".gguf" or not p.is_file():
+        return False
+    from .formats.gguf import is_liftquant_gguf
+
+    return is_liftquant_gguf(p)
+
+
 @main.command("model")
 @click.argument("src", required=False)
-@click.option("--to", "fmt", type=click.Choice(["lqt", "onnx"]), default="lqt", show_default=True,
-              help="Output format: lqt (container file) or onnx (a directory).")
+@click.option("--to", "fmt", type=click.Choice(["lqt", "onnx", "gguf"]), default="lqt", show_default=True,
+              help="Output format: lqt (container file), gguf (one file) or onnx (a directory).")
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Output file or directory (default: out/<model>-<config>.lqt or out/<model>-<config>-onnx/).")
 @click.option("--onnx-ops", type=click.Choice(["custom", "contrib", "standard"]), default="custom", show_default=True,
@@ -164,10 +172,12 @@ def load_artifact(src: str | None, device: str = "cpu"):
 @click.option("--eval-text", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Evaluate the quantized model on these files afterwards (the eval protocol).")
 @click.option("--no-resume", is_flag=True, help="Ignore (and replace) an existing checkpoint of this run.")
+@click.option("--no-verify", is_flag=True,
+              help="Skip checking the written artifact against the in-memory model (logits + 32 greedy tokens).")
 @_friendly
 def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, calib_text, calib_tokens,
               calib_seq_len, correction_steps, no_correction, seed, device, search, report, eval_text,
-              no_resume) -> None:
+              no_resume, no_verify) -> None:
     """Quantize SRC (HF dir, .gguf, or the example model) and write an artifact.
 
     SRC may also be a .lqt container: it is then converted (no quantization) to --to.
@@ -176,15 +186,17 @@ def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, c
     import time
     from pathlib import Path
 
-    from .formats.container import read_container, write_container
     from .models.load import ModelSource
     from .quantize.pipeline import QuantizeOptions, quantize_model
 
-    if src and Path(src).suffix == ".lqt":
-        ir = read_container(src)
-        out = Path(output) if output else Path("out") / (Path(src).stem + ("-onnx" if fmt == "onnx" else ".lqt"))
+    if src and (Path(src).suffix == ".lqt" or _is_liftquant_gguf(Path(src))):
+        from .formats import read_artifact
+
+        ir = read_artifact(src)
+        out = Path(output) if output else Path("out") / (Path(src).stem + ("-onnx" if fmt == "onnx" else f".{fmt}"))
         _emit(ir, fmt, out, onnx_ops)
         click.echo(json.dumps({"output": str(out), "from": src, **ir.meta}, default=str))
+        _check(ir, out, fmt, no_verify)
         return
     ms = ModelSource(src)
     opts = QuantizeOptions(method=method, bits=bits, config=lattice_config, group=group, calib_text=tuple(calib_text),
@@ -192,9 +204,9 @@ def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, c
                            correction_steps=0 if no_correction else correction_steps, seed=seed, device=device,
                            search=search)
     tag = f"rtn{int(bits)}g{group}" if method == "rtn" else "lq" + opts.lattice_config().name.replace("/", "_")
-    name = f"{ms.path.stem}-{tag}" + ("-onnx" if fmt == "onnx" else ".lqt")
+    name = f"{ms.path.stem}-{tag}" + ("-onnx" if fmt == "onnx" else f".{fmt}")
     out = Path(output) if output else Path("out") / name
-    if fmt == "lqt" and (out.is_dir() or str(output or "").endswith("/")):
+    if fmt != "onnx" and (out.is_dir() or str(output or "").endswith("/")):
         out = out / name
     if fmt == "onnx" and out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: output directory exists and is not empty")
@@ -212,6 +224,8 @@ def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, c
     if report:
         Path(report).write_text(json.dumps({"summary": summary, "layers": rows}, indent=1))
     click.echo(json.dumps(summary, default=str))
+    if method == "liftquant" or fmt == "lqt":
+        _check(ir, out, fmt, no_verify)
     if eval_text:
         from .evaluate import eval_windows, perplexity
         from .runtime.reference import build_model
@@ -221,11 +235,27 @@ def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, c
         click.echo(json.dumps({"eval": res}))
 
 
+def _check(ir, out, fmt: str, no_verify: bool) -> None:
+    if no_verify:
+        return
+    from .verify import verify_export
+
+    res = verify_export(ir, out, fmt)
+    click.echo(json.dumps({"verify": res}))
+    if not res["ok"]:
+        click.echo(f"error: {out} does not reproduce the in-memory model (see verify above)", err=True)
+        sys.exit(1)
+
+
 def _emit(ir, fmt: str, out, onnx_ops: str) -> None:
     if fmt == "lqt":
         from .formats.container import write_container
 
         write_container(ir, out)
+    elif fmt == "gguf":
+        from .formats.gguf import write_gguf
+
+        write_gguf(ir, out)
     else:
         from .formats.onnx import export_onnx
 

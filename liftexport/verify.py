@@ -51,3 +51,27 @@ def verify(art: str, ref: str, n_tokens: int = 32) -> dict:
     res = compare_models(a, b, tok, n_tokens)
     res.update(artifact=art, reference=ref)
     return res
+
+
+#: Largest max-relative logit error an export may show against the in-memory model.
+TOLERANCE = {"lqt": 1e-5, "gguf": 1e-5, "onnx": 1e-4}
+
+
+def verify_export(ir, out, fmt: str, n_tokens: int = 32) -> dict:
+    """Check a written artifact against the in-memory quantized model it came from."""
+    from .runtime.reference import build_model, build_tokenizer
+
+    ref = build_model(ir)
+    tok = build_tokenizer(ir)
+    if fmt == "onnx":
+        from .ort import OrtCausalLM
+
+        got = OrtCausalLM(out)
+    else:
+        from .formats import read_artifact
+
+        got = build_model(read_artifact(out))
+    res = compare_models(got, ref, tok, n_tokens)
+    res["tolerance"] = TOLERANCE[fmt]
+    res["ok"] = bool(res["greedy_identical"] and res["max_rel_logit_err"] <= TOLERANCE[fmt])
+    return res

@@ -14,8 +14,9 @@ namespace liftquant {
 namespace {
 
 constexpr int64_t kMaxDim = 1 << 20;
-constexpr int64_t kRowBlock = 32;   // rows per parallel task
-constexpr int64_t kByteTile = 256;  // code bytes per cache tile
+constexpr int64_t kRowBlock = 256;     // rows per parallel task
+constexpr int64_t kTokBlock = 16;      // tokens sharing one pass over the codes
+constexpr int64_t kTileBytes = 256;    // code bytes per tile for one token (256 x 1 KiB of tables)
 
 float h2f(const Ort::Float16_t& h) { return h.ToFloat(); }
 
@@ -186,7 +187,8 @@ Ort::Status LiftMatMul::Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor
     };
     Ort::KernelContext kctx(ctx);
     kctx.ParallelFor(tab_fn, static_cast<size_t>(T * nchunks), 0, &tj);
-    // 3. rows in parallel: acc[t][r] = sum_j tab[t][j][codes[r][j]]
+    // 3. rows in parallel: acc[t][r] = sum_j tab[t][j][codes[r][j]]. A task owns kRowBlock rows and
+    //    walks the code bytes in tiles, so each token's table tile stays in cache for all its rows.
     struct RowJob {
       const uint8_t* cd; const float* tab; const float* usum; const Prepared* p; float* y;
       int64_t B, N, T;
@@ -194,16 +196,19 @@ Ort::Status LiftMatMul::Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor
     auto row_fn = [](void* ud, size_t blk) {
       auto* j = static_cast<RowJob*>(ud);
       const int64_t r0 = static_cast<int64_t>(blk) * kRowBlock, r1 = std::min(j->N, r0 + kRowBlock);
-      float acc[kRowBlock * 16];
-      for (int64_t t0 = 0; t0 < j->T; t0 += 16) {
-        const int64_t nt = std::min<int64_t>(16, j->T - t0);
-        std::fill(acc, acc + kRowBlock * 16, 0.f);
-        for (int64_t b0 = 0; b0 < j->B; b0 += kByteTile) {
-          const int64_t b1 = std::min(j->B, b0 + kByteTile);
+      const int64_t nr = r1 - r0;
+      std::vector<float> acc(static_cast<size_t>(nr) * kTokBlock);
+      for (int64_t t0 = 0; t0 < j->T; t0 += kTokBlock) {
+        const int64_t nt = std::min<int64_t>(kTokBlock, j->T - t0);
+        const int64_t tile = std::max<int64_t>(16, kTileBytes / nt);
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t b0 = 0; b0 < j->B; b0 += tile) {
+          const int64_t b1 = std::min(j->B, b0 + tile);
           for (int64_t r = r0; r < r1; ++r) {
             const uint8_t* c = j->cd + r * j->B;
+            float* ar = acc.data() + (r - r0) * kTokBlock;
             for (int64_t t = 0; t < nt; ++t) {
-              const float* tb = j->tab + ((t0 + t) * j->B) * 256;
+              const float* tb = j->tab + (t0 + t) * j->B * 256;
               float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
               int64_t q = b0;
               for (; q + 4 <= b1; q += 4) {
@@ -213,14 +218,14 @@ Ort::Status LiftMatMul::Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor
                 s3 += tb[(q + 3) * 256 + c[q + 3]];
               }
               for (; q < b1; ++q) s0 += tb[q * 256 + c[q]];
-              acc[(r - r0) * 16 + t] += (s0 + s1) + (s2 + s3);
+              ar[t] += (s0 + s1) + (s2 + s3);
             }
           }
         }
         for (int64_t r = r0; r < r1; ++r)
           for (int64_t t = 0; t < nt; ++t)
             j->y[(t0 + t) * j->N + r] =
-                j->p->scale[r] * (2.f * acc[(r - r0) * 16 + t] - j->usum[t0 + t]) + j->p->bias[r];
+                j->p->scale[r] * (2.f * acc[(r - r0) * kTokBlock + t] - j->usum[t0 + t]) + j->p->bias[r];
       }
     };
     kctx.ParallelFor(row_fn, static_cast<size_t>((out_ + kRowBlock - 1) / kRowBlock), 0, &rj);
