@@ -128,8 +128,9 @@ def calibration_tokens(src: ModelSource, opts: QuantizeOptions, device) -> torch
     if opts.calib_text:
         return text_windows(src.tokenizer, opts.calib_text, n_seq, opts.calib_seq_len, opts.seed)
     model = src.full_model().to(device)
+    sampling = {k: opts.extra[k] for k in ("top_p", "temperature", "first") if k in opts.extra}
     toks = self_generated(model, src.tokenizer, n_seq, opts.calib_seq_len, opts.seed, device=str(device),
-                          progress=opts.progress)
+                          progress=opts.progress, **sampling)
     model.to("cpu")
     return toks
 

@@ -1,0 +1,43 @@
+"""Calibration batches: seeded self-generated sequences and text windows (liftexport.calibrate)."""
+
+from __future__ import annotations
+
+import pytest
+import transformers
+
+from liftexport.calibrate import self_generated, text_windows
+from liftexport.errors import ConfigError
+from tiny import CONFIGS, _tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    return transformers.AutoModelForCausalLM.from_config(CONFIGS["llama"]()).eval()
+
+
+def test_self_generated_is_seeded_and_bos_started(tiny_llama):
+    tok = _tokenizer()
+    a = self_generated(tiny_llama, tok, 3, 12, seed=1, batch=2, progress=False)
+    b = self_generated(tiny_llama, tok, 3, 12, seed=1, batch=2, progress=False)
+    c = self_generated(tiny_llama, tok, 3, 12, seed=2, batch=2, progress=False)
+    assert a.shape == (3, 12) and (a == b).all() and not (a == c).all()
+    assert (a[:, 0] == tok.bos_token_id).all()
+
+
+def test_random_first_token_is_ordinary_vocabulary(tiny_llama):
+    tok = _tokenizer()
+    t = self_generated(tiny_llama, tok, 8, 6, seed=0, batch=8, first="random", progress=False)
+    assert t.shape == (8, 6) and (t[:, 0] == tok.bos_token_id).all()
+    special = set(tok.all_special_ids)
+    assert not any(int(x) in special for x in t[:, 1]) and len(set(t[:, 1].tolist())) > 1
+
+
+def test_bad_first_and_short_text_are_clear_errors(tiny_llama, tmp_path):
+    with pytest.raises(ConfigError, match="first token"):
+        self_generated(tiny_llama, _tokenizer(), 1, 4, seed=0, first="middle", progress=False)
+    f = tmp_path / "short.txt"
+    f.write_text("only a few words")
+    with pytest.raises(ConfigError, match="fewer than --calib-seq-len"):
+        text_windows(_tokenizer(), [f], 2, 64, seed=0)
+    with pytest.raises(ConfigError, match="no such text file"):
+        text_windows(_tokenizer(), [tmp_path / "missing.txt"], 2, 64, seed=0)
