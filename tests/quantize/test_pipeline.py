@@ -35,11 +35,13 @@ def test_family_quantizes_and_roundtrips(family, tiny_root, tmp_path):
     assert {k.rsplit(".", 1)[1] for k, t in ir.transforms.items() if t.s1 is not None} == {"attn_out"}
     ref = build_model(ir)
     fp = src.full_model()
-    ids = torch.randint(0, 1000, (1, 24))
+    rtn2, _ = quantize_model(src, QuantizeOptions(method="rtn", bits=2, group=64, progress=False))
+    ids = torch.randint(0, 1000, (1, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        lq, lf = ref(input_ids=ids).logits, fp(input_ids=ids).logits
+        lq, lf, lr = (m(input_ids=ids).logits for m in (ref, fp, build_model(rtn2)))
     assert torch.isfinite(lq).all()
-    assert (lq - lf).norm() / lf.norm() < 0.9  # quantized, but still this model
+    # quantized, but still this model: clearly closer to it than 2-bit RTN (measured 0.51-0.84 vs 0.98-1.26)
+    assert (lq - lf).norm() < 0.9 * (lr - lf).norm()
     p = write_container(ir, tmp_path / "m.lqt")
     back = build_model(read_container(p))
     res = compare_models(back, ref, src.tokenizer, n_tokens=8, prompts=("hello world", "a b c"))
