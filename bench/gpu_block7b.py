@@ -50,7 +50,7 @@ def main() -> None:
         torch.cuda.synchronize()
     t0 = time.time()
     report = []
-    _, _, Xn = quantize_block_liftquant(src, block, 0, X, kwargs, lat, opts, dev, report)
+    _, _, Xn = quantize_block_liftquant(src, block, 0, X, kwargs, [lat] * len(src.family.groups), opts, dev, report)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     total = time.time() - t0

@@ -146,6 +146,36 @@ def _is_liftquant_gguf(p) -> bool:
     return is_liftquant_gguf(p)
 
 
+def _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, lattice_config, method) -> dict:
+    """--budget / --mixed: measure sensitivities, pick a lattice per group, print the plan."""
+    import torch
+
+    from .budget import fmt_size, parse_size, plan_allocation, plan_table, reserve_auto
+
+    if method != "liftquant":
+        raise ConfigError("--budget/--mixed allocate LiftQuant lattices; they do not apply to --method rtn")
+    if lattice_config:
+        raise ConfigError("--config fixes one lattice for every layer; drop it to use --budget/--mixed")
+    if budget is not None and mixed:
+        raise ConfigError("give either --budget SIZE or --bits X --mixed, not both")
+    target = None
+    if budget is not None:
+        total = parse_size(budget)
+        if reserve == "auto":
+            res, note = reserve_auto(ms.config, context, batch_size)
+            click.echo(f"reserve auto: {note}", err=True)
+        else:
+            res = parse_size(reserve)
+        target = total - res
+        if target <= 0:
+            raise ConfigError(f"--budget {budget} leaves nothing for the weights after the reserve {fmt_size(res)}")
+    dev = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    plan = plan_allocation(ms, target_bytes=target, mixed_bits=bits if mixed else None, calib_text=opts.calib_text,
+                           seed=opts.seed, device=dev, progress=opts.progress)
+    click.echo(plan_table(plan), err=True)
+    return plan
+
+
 @main.command("model")
 @click.argument("src", required=False)
 @click.option("--to", "fmt", type=click.Choice(["lqt", "onnx", "gguf"]), default="lqt", show_default=True,
@@ -174,10 +204,18 @@ def _is_liftquant_gguf(p) -> bool:
 @click.option("--no-resume", is_flag=True, help="Ignore (and replace) an existing checkpoint of this run.")
 @click.option("--no-verify", is_flag=True,
               help="Skip checking the written artifact against the in-memory model (logits + 32 greedy tokens).")
+@click.option("--budget", default=None,
+              help="Memory budget (e.g. 24GiB, 300MB): a lattice per layer group so the artifact fits "
+                   "budget - reserve, chosen by measured sensitivity.")
+@click.option("--reserve", default="auto", show_default=True,
+              help="With --budget: memory kept for the runtime, a size or 'auto' (KV cache + activations).")
+@click.option("--context", default=4096, show_default=True, help="With --reserve auto: context length.")
+@click.option("--batch", "batch_size", default=1, show_default=True, help="With --reserve auto: batch size.")
+@click.option("--mixed", is_flag=True, help="With --bits X: the bytes of uniform X, allocated per layer group.")
 @_friendly
 def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, calib_text, calib_tokens,
               calib_seq_len, correction_steps, no_correction, seed, device, search, report, eval_text,
-              no_resume, no_verify) -> None:
+              no_resume, no_verify, budget, reserve, context, batch_size, mixed) -> None:
     """Quantize SRC (HF dir, .gguf, or the example model) and write an artifact.
 
     SRC may also be a .lqt container: it is then converted (no quantization) to --to.
@@ -203,7 +241,12 @@ def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, c
                            calib_tokens=calib_tokens, calib_seq_len=calib_seq_len,
                            correction_steps=0 if no_correction else correction_steps, seed=seed, device=device,
                            search=search)
-    tag = f"rtn{int(bits)}g{group}" if method == "rtn" else "lq" + opts.lattice_config().name.replace("/", "_")
+    plan = None
+    if budget is not None or mixed:
+        plan = _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, lattice_config, method)
+        opts.allocation = plan["allocation"]
+    tag = f"rtn{int(bits)}g{group}" if method == "rtn" else (
+        f"lq-mixed{plan['mean_bits']:.2f}" if plan else "lq" + opts.lattice_config().name.replace("/", "_"))
     name = f"{ms.path.stem}-{tag}" + ("-onnx" if fmt == "onnx" else f".{fmt}")
     out = Path(output) if output else Path("out") / name
     if fmt != "onnx" and (out.is_dir() or str(output or "").endswith("/")):
@@ -221,8 +264,14 @@ def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, c
         shutil.rmtree(ckpt_dir)
     size = sum(p.stat().st_size for p in out.iterdir()) if out.is_dir() else out.stat().st_size
     summary = {"output": str(out), "bytes": size, "seconds": round(time.time() - t0, 1), **ir.meta}
+    if plan is not None:
+        summary.update(budget_target_bytes=plan["target_bytes"], predicted_bytes=plan["predicted_bytes"])
+        if fmt == "lqt" and size > plan["target_bytes"]:
+            click.echo(f"warning: {out} is {size:,} B, over the target {plan['target_bytes']:,} B "
+                       f"(predicted {plan['predicted_bytes']:,} B)", err=True)
     if report:
-        Path(report).write_text(json.dumps({"summary": summary, "layers": rows}, indent=1))
+        Path(report).write_text(json.dumps({"summary": summary, "layers": rows,
+                                            **({"plan": plan} if plan else {})}, indent=1))
     click.echo(json.dumps(summary, default=str))
     if method == "liftquant" or fmt == "lqt":
         _check(ir, out, fmt, no_verify)

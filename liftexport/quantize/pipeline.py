@@ -44,6 +44,7 @@ class QuantizeOptions:
     alpha: float = 0.5
     beta: float = 0.0
     checkpoint_dir: str | None = None
+    allocation: dict | None = None  # per group ("model.layers.{i}.{group}") "D/d"; overrides bits/config
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -161,13 +162,14 @@ def _rel_err(W, Wh, H) -> float:
     return float(((E @ H) * E).sum().clamp_min(0).sqrt() / ((W @ H) * W).sum().clamp_min(1e-30).sqrt())
 
 
-def quantize_block_liftquant(src, block, i, X, kwargs, lattice, opts, device, report):
+def quantize_block_liftquant(src, block, i, X, kwargs, lattices, opts, device, report):
+    """Quantize block i in place; ``lattices`` holds one Lattice per group of the family."""
     fam = src.family
     H = _input_second_moments(block, fam, X, kwargs, opts.correction_batch)
     with torch.no_grad():
         Y = run_block(block, X, kwargs, opts.correction_batch)
     groups, fakes, rows = [], [], []
-    for gi, g in enumerate(fam.groups):
+    for gi, (g, lattice) in enumerate(zip(fam.groups, lattices)):
         mods = [block.get_submodule(n) for n in g.linears]
         t0 = time.time()
         gq = quantize_group([m.weight.detach().float() for m in mods], H[g.name], lattice,
@@ -290,7 +292,17 @@ def quantize_model(src: ModelSource, opts: QuantizeOptions) -> tuple[QuantizedMo
         ir.meta.update(method="rtn", bits=int(opts.bits), group=opts.group)
     elif opts.method == "liftquant":
         cfg = opts.lattice_config()
-        lattice = load_shipped(cfg)
+        prefix = fam.layers_path
+
+        def lattices_of(i):
+            if opts.allocation is None:
+                return [load_shipped(cfg)] * len(fam.groups)
+            try:
+                return [load_shipped(LatticeConfig.parse(opts.allocation[f"{prefix}.{i}.{g.name}"]))
+                        for g in fam.groups]
+            except KeyError as e:
+                raise ConfigError(f"allocation has no lattice for group {e.args[0]}") from None
+
         start = 0
         if ckpt is not None and ckpt.done >= 0:
             tokens, X = ckpt.load_activations()
@@ -302,13 +314,15 @@ def quantize_model(src: ModelSource, opts: QuantizeOptions) -> tuple[QuantizedMo
         if start == 0:
             X = X0
         X = X.to(device)
-        bar = tqdm(range(n_layers), desc=f"LiftQuant {cfg} blocks", disable=not opts.progress, initial=0)
+        label = "mixed" if opts.allocation is not None else cfg.name
+        bar = tqdm(range(n_layers), desc=f"LiftQuant {label} blocks", disable=not opts.progress, initial=0)
         for i in bar:
             if i < start:
                 continue
             block = src.block(skeleton, i).to(device)
             rows_before = len(report)
-            groups, fakes, X = quantize_block_liftquant(src, block, i, X, kwargs[i], lattice, opts, device, report)
+            groups, fakes, X = quantize_block_liftquant(src, block, i, X, kwargs[i], lattices_of(i), opts, device,
+                                                       report)
             export_block(ir, src, block, i, groups, fakes)
             del block, groups, fakes
             _layers(skeleton, fam)[i] = torch.nn.Identity()
@@ -317,7 +331,14 @@ def quantize_model(src: ModelSource, opts: QuantizeOptions) -> tuple[QuantizedMo
                 if os.environ.get("LIFTEXPORT_KILL_AFTER_BLOCK") == str(i):  # test hook: a real SIGKILL
                     os.kill(os.getpid(), signal.SIGKILL)
             bar.set_postfix(block_err=report[-1]["block_rel_mse_after"])
-        ir.meta.update(method="liftquant", config=cfg.name, bits=cfg.bits, calibration="text" if opts.calib_text
+        if opts.allocation is not None:
+            w = {r["layer"]: r["out"] * r["in"] for r in report}
+            bits = sum(w[r["layer"]] * r["bits"] for r in report) / sum(w.values())
+            ir.meta.update(config="mixed")  # the per-group lattices are in each transform's (D, d)
+        else:
+            bits = cfg.bits
+            ir.meta.update(config=cfg.name)
+        ir.meta.update(method="liftquant", bits=round(bits, 5), calibration="text" if opts.calib_text
                        else "self-generated", calib_tokens=int(tokens.numel()), seed=opts.seed,
                        correction_steps=correction_steps(opts, device))
     else:
