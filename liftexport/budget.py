@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import ConfigError
-from .ir import ROW_ALIGN_BITS, row_bytes
+from .ir import row_bytes
 from .lattice.config import LatticeConfig
 from .lattice.menu import load_shipped, shipped_configs
 from .transform import choose_shape
@@ -30,7 +30,6 @@ UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 NOISE_MSE = 0.05  # relative weight-noise variance used to measure sensitivities (≈ the 2.4-bit level)
 LP_BYTES = 2  # scales, bias and transform tensors are stored as float16
 HEADER_MARGIN = 4 << 10  # bytes kept free for the error of the header estimate
-assert ROW_ALIGN_BITS % 8 == 0
 
 
 def parse_size(text: str | int) -> int:
@@ -228,7 +227,8 @@ def mean_bits(shapes: list[GroupShape], alloc: dict[str, LatticeConfig]) -> floa
 
 def plan_allocation(src, *, target_bytes: int | None = None, mixed_bits: float | None = None,
                     calib_text=(), seed: int = 0, device: str = "cpu", max_pad: int = 16,
-                    sens_seqs: int = 16, sens_seq_len: int = 256, progress: bool = True) -> dict:
+                    calib_tokens: int | None = None, calib_seq_len: int = 512, progress: bool = True,
+                    sens: dict[str, float] | None = None) -> dict:
     """Choose a lattice per group so the artifact fits ``target_bytes`` (or the size of uniform
     ``mixed_bits``). Returns the plan: allocation (key -> "D/d"), predicted bytes, per-group rows."""
     from .calibrate import self_generated, text_windows
@@ -243,14 +243,18 @@ def plan_allocation(src, *, target_bytes: int | None = None, mixed_bits: float |
         target_bytes = fixed + sum(group_bytes(g, uni) for g in shapes)
     if target_bytes is None:
         raise ConfigError("a budget needs a size (--budget) or a uniform rate to match (--bits X --mixed)")
-    model = src.full_model()
-    if calib_text:
-        tokens = text_windows(src.tokenizer, calib_text, sens_seqs, sens_seq_len, seed)
-    else:
-        tokens = self_generated(model.to(device), src.tokenizer, sens_seqs, sens_seq_len, seed, device=device,
-                                progress=progress)
-    sens = measure_sensitivity(model, shapes, tokens, src.family, device, progress=progress)
-    model.to("cpu")
+    if sens is None:  # measured unless the caller re-uses an earlier plan's ("groups"[*]["sensitivity"])
+        # 16 sequences of 256 tokens, never more than the calibration set itself
+        sens_seq_len = min(256, calib_seq_len)
+        sens_seqs = min(16, max(1, (calib_tokens or 1 << 30) // calib_seq_len))
+        model = src.full_model()
+        if calib_text:
+            tokens = text_windows(src.tokenizer, calib_text, sens_seqs, sens_seq_len, seed)
+        else:
+            tokens = self_generated(model.to(device), src.tokenizer, sens_seqs, sens_seq_len, seed, device=device,
+                                    progress=progress)
+        sens = measure_sensitivity(model, shapes, tokens, src.family, device, progress=progress)
+        model.to("cpu")
     alloc = allocate(shapes, sens, lifted_room(target_bytes, fixed_data, header), menu)
     lifted = sum(group_bytes(g, alloc[g.key]) for g in shapes)
     return {

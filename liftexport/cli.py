@@ -171,7 +171,8 @@ def _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, la
             raise ConfigError(f"--budget {budget} leaves nothing for the weights after the reserve {fmt_size(res)}")
     dev = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
     plan = plan_allocation(ms, target_bytes=target, mixed_bits=bits if mixed else None, calib_text=opts.calib_text,
-                           seed=opts.seed, device=dev, progress=opts.progress)
+                           seed=opts.seed, device=dev, calib_tokens=opts.calib_tokens,
+                           calib_seq_len=opts.calib_seq_len, progress=opts.progress)
     click.echo(plan_table(plan), err=True)
     return plan
 
@@ -332,6 +333,38 @@ def eval_cmd(src, texts, as_json, device, batch) -> None:
         click.echo(json.dumps(res))
     else:
         click.echo(f"PPL {res['ppl']:.3f}  (mean NLL {res['nll']:.4f} over {res['predicted']} predictions)")
+
+
+@main.command("sweep")
+@click.argument("src", required=False)
+@click.option("--bits", "bits_range", default="1.6:3.2:0.2", show_default=True,
+              help="Rates LO:HI:STEP or a comma list; each maps to the menu (duplicates dropped).")
+@click.option("--baselines", default="", help="Comma list of rtn2, rtn3, rtn4 and/or GGUF files to evaluate too.")
+@click.option("--eval-text", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory for artifacts and results.")
+@click.option("--no-mixed", is_flag=True, help="Only uniform rates (no per-group allocation at equal bytes).")
+@click.option("--calib-text", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--calib-tokens", type=int, default=None)
+@click.option("--calib-seq-len", default=512, show_default=True)
+@click.option("--correction-steps", type=int, default=None)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default=None)
+@_friendly
+def sweep_cmd(src, bits_range, baselines, eval_text, output, no_mixed, calib_text, calib_tokens, calib_seq_len,
+              correction_steps, seed, device) -> None:
+    """Quantize and evaluate SRC at many rates (uniform and mixed) plus baselines: CSV, JSON and a PNG plot."""
+    from .sweep import parse_bits_range, run_sweep
+
+    kw = dict(calib_text=tuple(calib_text), calib_tokens=calib_tokens, calib_seq_len=calib_seq_len,
+              correction_steps=correction_steps, seed=seed)
+    rows = run_sweep(src, parse_bits_range(bits_range), eval_text, output,
+                     baselines=[b.strip() for b in baselines.split(",") if b.strip()], mixed=not no_mixed,
+                     quant_kwargs=kw, device=device)
+    click.echo(f"{'point':<22} {'bytes':>13} {'bits':>7} {'PPL':>10}")
+    for r in rows:
+        bits = "-" if r["mean_bits"] is None else f"{r['mean_bits']:.3f}"
+        click.echo(f"{r['label']:<22} {r['bytes']:>13,} {bits:>7} {r['ppl']:>10.3f}")
+    click.echo(f"wrote {output}/sweep.csv, sweep.json, sweep.png")
 
 
 @main.command("inspect")

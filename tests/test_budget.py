@@ -48,6 +48,24 @@ def test_group_bytes_match_the_container_exactly(tiny):
     assert {k: f"{tf.D}/{tf.d}" for k, tf in ir.transforms.items()} == alloc
 
 
+def test_mixed_model_exports_to_gguf_and_onnx(tiny, tmp_path):
+    from liftexport.formats.gguf import read_gguf, write_gguf
+    from liftexport.formats.onnx import export_onnx
+    from liftexport.ort import OrtCausalLM
+    from liftexport.runtime.reference import build_model, build_tokenizer
+    from liftexport.verify import compare_models
+
+    src = ModelSource(tiny)
+    alloc = {g.key: ["24/10", "32/16", "24/8"][k % 3] for k, g in enumerate(group_shapes(src))}
+    ir, _ = quantize_model(src, QuantizeOptions(allocation=alloc, **FAST))
+    ref, tok = build_model(ir), build_tokenizer(ir)
+    back = read_gguf(write_gguf(ir, tmp_path / "m.gguf"))
+    assert {k: f"{tf.D}/{tf.d}" for k, tf in back.transforms.items()} == alloc
+    for model, tol in ((build_model(back), 1e-5), (OrtCausalLM(export_onnx(ir, tmp_path / "onnx")), 1e-4)):
+        res = compare_models(model, ref, tok, n_tokens=8, prompts=("hello world",))
+        assert res["max_rel_logit_err"] <= tol and res["greedy_identical"], res
+
+
 def test_allocation_fits_and_spends_the_budget():
     shapes = [GroupShape(f"model.layers.{i}.g", 576, (576, 192, 192), (False,) * 3, False) for i in range(6)]
     sens = {g.key: 10.0 ** (i % 3) for i, g in enumerate(shapes)}
@@ -89,3 +107,30 @@ def test_cli_budget_writes_an_artifact_within_it(tiny, tmp_path):
     assert read_container(out).meta["config"] == "mixed"
     bad = CliRunner().invoke(main, ["model", str(tiny), "--budget", "1MB", "-o", str(tmp_path / "x.lqt")])
     assert bad.exit_code != 0 and "budget" in bad.output and not (tmp_path / "x.lqt").exists()
+
+
+def test_sweep_writes_csv_json_and_plot(tiny, tmp_path):
+    import csv
+    import random
+
+    from liftexport.sweep import parse_bits_range, run_sweep
+
+    assert parse_bits_range("1.6:2.0:0.2") == [1.6, 1.8, 2.0] and parse_bits_range("2.4,3") == [2.4, 3.0]
+    random.seed(0)
+    words = ["the", "house", "was", "quiet", "and", "she", "walked", "to", "garden", "letter", "morning", "of"]
+    text = tmp_path / "eval.txt"
+    text.write_text(" ".join(random.choice(words) for _ in range(3000)))
+    out = tmp_path / "sweep"
+    q = dict(calib_tokens=256, calib_seq_len=64, correction_steps=2, correction_batch=2)
+    rows = run_sweep(str(tiny), [2.4, 2.45], [str(text)], out, baselines=["rtn4"], quant_kwargs=q, progress=False,
+                     eval_tokens=2048)
+    assert [(r["kind"], r["config"]) for r in rows] == [("uniform", "24/10"), ("mixed", "mixed"), ("baseline", "rtn")] \
+        or [(r["kind"]) for r in rows] == ["uniform", "mixed", "baseline"]
+    disk = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [r["label"] for r in disk] == [r["label"] for r in rows]
+    for r in rows:
+        assert r["ppl"] > 1 and r["bytes"] > 0
+    assert rows[1]["bytes"] <= rows[0]["bytes"] and rows[1]["bytes"] >= 0.995 * rows[0]["bytes"]  # equal bytes
+    assert (out / "sweep.png").stat().st_size > 10_000 and len(json.loads((out / "sweep.json").read_text())) == 3
+    bad = CliRunner().invoke(main, ["sweep", str(tiny), "--bits", "3:2:1", "--eval-text", str(text), "-o", str(out)])
+    assert bad.exit_code != 0 and "--bits" in bad.output
