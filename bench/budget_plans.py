@@ -17,9 +17,7 @@ import torch
 
 
 def main() -> None:
-    from liftexport.budget import (allocate, candidate_configs, fixed_bytes, group_bytes, group_shapes,
-                                   lifted_room, mean_bits, measure_sensitivity, parse_size)
-    from liftexport.calibrate import self_generated
+    from liftexport.budget import group_bytes, group_shapes, parse_size, plan_allocation
     from liftexport.lattice.config import LatticeConfig
     from liftexport.models.load import ModelSource
 
@@ -30,30 +28,27 @@ def main() -> None:
     a = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     src = ModelSource(a.src)
+    first = plan_allocation(src, match=LatticeConfig(24, 10), device=dev, progress=False)
+    sens = {g["group"]: g["sensitivity"] for g in first["groups"]}  # measured once, re-used below
     shapes = group_shapes(src)
-    data, header = fixed_bytes(src, shapes)
-    fixed = data + header
-    uni = {c: fixed + sum(group_bytes(g, LatticeConfig.parse(c)) for g in shapes) for c in ("32/16", "24/10", "24/8")}
+    uni = {c: first["fixed_bytes"] + sum(group_bytes(g, LatticeConfig.parse(c)) for g in shapes)
+           for c in ("32/16", "24/10", "24/8")}
     budgets = [parse_size(b) for b in a.budgets.split(",") if b] or [
         int(uni["32/16"] + f * (uni["24/8"] - uni["32/16"])) for f in (0.25, 0.5, 0.75)]
-    model = src.full_model()
-    tokens = self_generated(model.to(dev), src.tokenizer, 16, 256, 0, device=dev, progress=False)
-    sens = measure_sensitivity(model, shapes, tokens, src.family, dev, progress=False)
     rows = []
     for b in budgets:
-        alloc = allocate(shapes, sens, lifted_room(b, data, header), candidate_configs())
-        pred = fixed + sum(group_bytes(g, alloc[g.key]) for g in shapes)
-        share = {}
-        for g in shapes:
-            share[alloc[g.key].name] = share.get(alloc[g.key].name, 0) + g.weights
+        plan = plan_allocation(src, target_bytes=b, device=dev, progress=False, sens=sens)
+        share: dict[str, int] = {}
+        for g in plan["groups"]:
+            share[g["config"]] = share.get(g["config"], 0) + g["weights"]
         tot = sum(share.values())
-        rows.append({"budget": b, "predicted_bytes": pred, "fill": round(pred / b, 5),
-                     "mean_bits": round(mean_bits(shapes, alloc), 4),
+        rows.append({"budget": b, "predicted_bytes": plan["predicted_bytes"],
+                     "fill": round(plan["predicted_bytes"] / b, 5), "mean_bits": round(plan["mean_bits"], 4),
                      "weight_share": {k: round(v / tot, 4) for k, v in sorted(share.items())}})
         print(json.dumps(rows[-1]), flush=True)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps({"uniform_bytes": uni, "rows": rows}, indent=1))
-    print(f"\nuniform sizes: " + ", ".join(f"{k} {v:,}" for k, v in uni.items()))
+    print("\nuniform sizes: " + ", ".join(f"{k} {v:,}" for k, v in uni.items()))
     print(f"{'budget':>13} {'predicted':>13} {'fill':>7} {'mean bits':>9}")
     for r in rows:
         print(f"{r['budget']:>13,} {r['predicted_bytes']:>13,} {r['fill']:>7.4f} {r['mean_bits']:>9.3f}")

@@ -57,6 +57,7 @@ class GroupShape:
     outs: tuple[int, ...]
     biases: tuple[bool, ...]
     keeps_s1: bool  # s1 cannot be folded into a norm or feeding rows
+    linears: tuple[str, ...] = ()  # module paths of the group's linears
 
     @property
     def weights(self) -> int:
@@ -82,7 +83,8 @@ def group_shapes(src) -> list[GroupShape]:
             shapes = [tuple(src.tensor(prefix + n + ".weight").shape) for n in g.linears]
             out.append(GroupShape(key=prefix + g.name, in_features=shapes[0][1], outs=tuple(s[0] for s in shapes),
                                   biases=tuple(prefix + n + ".bias" in names for n in g.linears),
-                                  keeps_s1=g.input_norm is None and g.fold_into_rows_of is None))
+                                  keeps_s1=g.input_norm is None and g.fold_into_rows_of is None,
+                                  linears=tuple(prefix + n for n in g.linears)))
     return out
 
 
@@ -94,9 +96,7 @@ def fixed_bytes(src, shapes: list[GroupShape]) -> tuple[int, int]:
     """
     import json
 
-    fam = src.family
-    lifted = {f"{g.key.rsplit('.', 1)[0]}.{n}.{w}" for g in shapes
-              for n in _group_of(fam, g).linears for w in ("weight", "bias")}
+    lifted = {f"{n}.{w}" for g in shapes for n in g.linears for w in ("weight", "bias")}
     tied = getattr(src.config, "tie_word_embeddings", False)
     esize = torch.tensor([], dtype=src.kept_dtype).element_size()
     kept = [n for n in src.names() if n not in lifted and not (tied and n == "lm_head.weight")]
@@ -105,11 +105,9 @@ def fixed_bytes(src, shapes: list[GroupShape]) -> tuple[int, int]:
     names = [f"kept.{n}" for n in kept] + [f"tokenizer.{f}" for f in toks]
     quant = sum(len(n) + 12 for n in kept) + sum(len(f) + 4 for f in toks)
     for g in shapes:
-        block = g.key.rsplit(".", 1)[0]
         names += [f"tf.{g.key}.{t}" for t in ("M", "a", "b") + (("s1",) if g.keeps_s1 else ())]
         quant += len(g.key) + 110
-        for n, b in zip(_group_of(fam, g).linears, g.biases):
-            lin = f"{block}.{n}"
+        for lin, b in zip(g.linears, g.biases):
             names += [f"lin.{lin}.{t}" for t in ("codes", "scales") + (("bias",) if b else ())]
             quant += len(lin) + len(g.key) + 90
     header = 2 * sum(len(n) for n in names) + 153 * len(names) + quant
@@ -140,7 +138,7 @@ def candidate_configs(max_pad: int = 16) -> list[LatticeConfig]:
     return [c for c in shipped_configs() if c.pad <= max_pad and load_shipped(c).mse is not None]
 
 
-def measure_sensitivity(model, shapes: list[GroupShape], tokens: torch.Tensor, family, device,
+def measure_sensitivity(model, shapes: list[GroupShape], tokens: torch.Tensor, device,
                         progress: bool = True) -> dict[str, float]:
     """Predicted loss increase per group under relative weight noise of variance NOISE_MSE.
 
@@ -148,8 +146,7 @@ def measure_sensitivity(model, shapes: list[GroupShape], tokens: torch.Tensor, f
     calibration sequence, all groups at once): dL ~ 1/2 * NOISE_MSE * sum_ij F_ij * var(row i of W).
     """
     model = model.to(device).eval()
-    mods = {g.key: [model.get_submodule(f"{g.key.rsplit('.', 1)[0]}.{n}") for n in _group_of(family, g).linears]
-            for g in shapes}
+    mods = {g.key: [model.get_submodule(n) for n in g.linears] for g in shapes}
     params = [m.weight for ms in mods.values() for m in ms]
     fisher = {id(p): torch.zeros_like(p, dtype=torch.float32) for p in params}
     req = [p.requires_grad for p in model.parameters()]
@@ -169,11 +166,6 @@ def measure_sensitivity(model, shapes: list[GroupShape], tokens: torch.Tensor, f
     n = tokens.shape[0]
     return {key: max(sum(0.5 * NOISE_MSE * float((fisher[id(m.weight)] / n * m.weight.detach().float().var(
         dim=1, keepdim=True)).sum()) for m in ms), 1e-30) for key, ms in mods.items()}
-
-
-def _group_of(family, g: GroupShape):
-    name = g.key.rsplit(".", 1)[1]
-    return next(x for x in family.groups if x.name == name)
 
 
 def allocate(shapes: list[GroupShape], sens: dict[str, float], target: int,
@@ -225,22 +217,20 @@ def mean_bits(shapes: list[GroupShape], alloc: dict[str, LatticeConfig]) -> floa
     return sum(g.weights * alloc[g.key].bits for g in shapes) / w
 
 
-def plan_allocation(src, *, target_bytes: int | None = None, mixed_bits: float | None = None,
+def plan_allocation(src, *, target_bytes: int | None = None, match: LatticeConfig | None = None,
                     calib_text=(), seed: int = 0, device: str = "cpu", max_pad: int = 16,
                     calib_tokens: int | None = None, calib_seq_len: int = 512, progress: bool = True,
                     sens: dict[str, float] | None = None) -> dict:
-    """Choose a lattice per group so the artifact fits ``target_bytes`` (or the size of uniform
-    ``mixed_bits``). Returns the plan: allocation (key -> "D/d"), predicted bytes, per-group rows."""
+    """Choose a lattice per group so the artifact fits ``target_bytes`` (or the size of the uniform
+    ``match`` lattice). Returns the plan: allocation (key -> "D/d"), predicted bytes, per-group rows."""
     from .calibrate import self_generated, text_windows
-    from .lattice.menu import select_config
 
     shapes = group_shapes(src)
     fixed_data, header = fixed_bytes(src, shapes)
     fixed = fixed_data + header
     menu = candidate_configs(max_pad)
-    if mixed_bits is not None:
-        uni = select_config(mixed_bits)
-        target_bytes = fixed + sum(group_bytes(g, uni) for g in shapes)
+    if match is not None:
+        target_bytes = fixed + sum(group_bytes(g, match) for g in shapes)
     if target_bytes is None:
         raise ConfigError("a budget needs a size (--budget) or a uniform rate to match (--bits X --mixed)")
     if sens is None:  # measured unless the caller re-uses an earlier plan's ("groups"[*]["sensitivity"])
@@ -253,7 +243,7 @@ def plan_allocation(src, *, target_bytes: int | None = None, mixed_bits: float |
         else:
             tokens = self_generated(model.to(device), src.tokenizer, sens_seqs, sens_seq_len, seed, device=device,
                                     progress=progress)
-        sens = measure_sensitivity(model, shapes, tokens, src.family, device, progress=progress)
+        sens = measure_sensitivity(model, shapes, tokens, device, progress=progress)
         model.to("cpu")
     alloc = allocate(shapes, sens, lifted_room(target_bytes, fixed_data, header), menu)
     lifted = sum(group_bytes(g, alloc[g.key]) for g in shapes)

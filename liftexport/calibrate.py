@@ -53,8 +53,9 @@ def self_generated(model, tokenizer, n_seq: int, seq_len: int, seed: int, batch:
     if bos is None:
         bos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     g = torch.Generator(device=device).manual_seed(seed)
-    special = set(tokenizer.all_special_ids)
-    vocab = torch.tensor([i for i in range(len(tokenizer)) if i not in special], device=device)
+    if first == "random":
+        special = set(tokenizer.all_special_ids)
+        vocab = torch.tensor([i for i in range(len(tokenizer)) if i not in special], device=device)
     out = []
     bar = tqdm(total=n_seq * (seq_len - 1), desc="sampling calibration", unit="tok", disable=not progress)
     for b0 in range(0, n_seq, batch):

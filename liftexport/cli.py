@@ -8,6 +8,7 @@ from functools import wraps
 
 import click
 
+from .artifacts import holds_ir, load_artifact
 from .errors import ConfigError, LiftExportError
 
 
@@ -115,37 +116,6 @@ def lattice_train(config, output, steps, restarts, lloyd_iters, seed, device) ->
 # ----------------------------------------------------------------------------- model / eval
 
 
-def load_artifact(src: str | None, device: str = "cpu"):
-    """(model, tokenizer, description) for an artifact (.lqt), a GGUF file, an HF dir or the default."""
-    from pathlib import Path
-
-    p = Path(src) if src else None
-    if p is not None and p.is_dir() and (p / "liftquant_model.json").is_file():
-        from transformers import AutoTokenizer
-
-        from .ort import OrtCausalLM
-
-        return OrtCausalLM(p), AutoTokenizer.from_pretrained(p), {"kind": "onnx"}
-    if p is not None and (p.suffix == ".lqt" or _is_liftquant_gguf(p)):
-        from .formats import read_artifact
-        from .runtime.reference import build_model, build_tokenizer
-
-        ir = read_artifact(p)
-        return build_model(ir, device), build_tokenizer(ir), {"kind": p.suffix.lstrip("."), "meta": ir.meta}
-    from .models.load import ModelSource
-
-    ms = ModelSource(p)
-    return ms.full_model().to(device), ms.tokenizer, {"kind": ms.kind}
-
-
-def _is_liftquant_gguf(p) -> bool:
-    if p.suffix.lower() != ".gguf" or not p.is_file():
-        return False
-    from .formats.gguf import is_liftquant_gguf
-
-    return is_liftquant_gguf(p)
-
-
 def _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, lattice_config, method) -> dict:
     """--budget / --mixed: measure sensitivities, pick a lattice per group, print the plan."""
     import torch
@@ -170,7 +140,8 @@ def _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, la
         if target <= 0:
             raise ConfigError(f"--budget {budget} leaves nothing for the weights after the reserve {fmt_size(res)}")
     dev = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    plan = plan_allocation(ms, target_bytes=target, mixed_bits=bits if mixed else None, calib_text=opts.calib_text,
+    plan = plan_allocation(ms, target_bytes=target, match=opts.lattice_config() if mixed else None,
+                           calib_text=opts.calib_text,
                            seed=opts.seed, device=dev, calib_tokens=opts.calib_tokens,
                            calib_seq_len=opts.calib_seq_len, progress=opts.progress)
     click.echo(plan_table(plan), err=True)
@@ -228,7 +199,7 @@ def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, c
     from .models.load import ModelSource
     from .quantize.pipeline import QuantizeOptions, quantize_model
 
-    if src and (Path(src).suffix == ".lqt" or _is_liftquant_gguf(Path(src))):
+    if src and holds_ir(Path(src)):
         from .formats import read_artifact
 
         ir = read_artifact(src)

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .errors import ConfigError
+from .artifacts import load_artifact
+from .errors import ConfigError, FormatError
 
 FIELDS = ("label", "kind", "config", "mean_bits", "bytes", "ppl", "path")
 
@@ -38,10 +39,12 @@ def run_sweep(src_path, bits: list[float], eval_text, out_dir, baselines=(), mix
     from .budget import plan_allocation
     from .evaluate import eval_windows, perplexity
     from .formats.container import write_container
+    from .lattice.config import LatticeConfig
     from .lattice.menu import select_config
     from .models.load import ModelSource
     from .quantize.pipeline import QuantizeOptions, quantize_model
     from .runtime.reference import build_model
+    from .verify import verify_export
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,8 +66,6 @@ def run_sweep(src_path, bits: list[float], eval_text, out_dir, baselines=(), mix
 
     for kind, what in tqdm(jobs, desc="sweep", disable=not progress, unit="point"):
         if kind == "baseline" and what.endswith(".gguf"):
-            from .cli import load_artifact
-
             model, _, _ = load_artifact(what, dev)
             row = {"label": Path(what).name, "kind": kind, "config": "gguf", "mean_bits": None,
                    "bytes": os.path.getsize(what), "path": what}
@@ -75,7 +76,7 @@ def run_sweep(src_path, bits: list[float], eval_text, out_dir, baselines=(), mix
             elif kind == "uniform":
                 opts = QuantizeOptions(config=what, device=dev, progress=False, **kw)
             else:
-                plan = plan_allocation(src, mixed_bits=float(what.split("/")[0]) / float(what.split("/")[1]),
+                plan = plan_allocation(src, match=LatticeConfig.parse(what),
                                        calib_text=kw.get("calib_text", ()), seed=kw.get("seed", 0), device=dev,
                                        calib_tokens=kw.get("calib_tokens"), calib_seq_len=kw.get("calib_seq_len", 512),
                                        progress=False, sens=sens)
@@ -84,6 +85,9 @@ def run_sweep(src_path, bits: list[float], eval_text, out_dir, baselines=(), mix
             ir, _ = quantize_model(src, opts)
             name = f"{kind}-{what.replace('/', '_')}.lqt"
             p = write_container(ir, out / name)
+            check = verify_export(ir, p, "lqt", n_tokens=8)  # the file, not only the in-memory model
+            if not check["ok"]:
+                raise FormatError(f"{p}: written container does not reproduce the quantized model: {check}")
             row = {"label": f"{kind} {what}", "kind": kind, "config": ir.meta.get("config", what),
                    "mean_bits": ir.meta.get("bits"), "bytes": p.stat().st_size, "path": name}
             row["ppl"] = ppl_of(build_model(ir, dev))

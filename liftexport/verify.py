@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .artifacts import load_artifact
+
 PROMPTS = (
     "The quick brown fox",
     "Once upon a time, in a small village by the sea,",
@@ -44,8 +46,6 @@ def greedy(model, ids: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def verify(art: str, ref: str, n_tokens: int = 32) -> dict:
-    from .cli import load_artifact
-
     a, tok, _ = load_artifact(art)
     b, _, _ = load_artifact(ref)
     res = compare_models(a, b, tok, n_tokens)

@@ -103,12 +103,8 @@ def quantize_group(Ws: list[torch.Tensor], H: torch.Tensor, lattice: Lattice, se
     E = (Wp / rms).pow(2).mean(0).view(n1, n2)
     Hx = None
     if beta:
-        # activation energy per DCT position: diag(C H~ C^T), H~ = H of x / s1 (padded)
-        Hp = torch.zeros(n, n, device=dev)
-        Hp[:IC, :IC] = H.to(dev).float()
-        Hp = Hp / s1[:, None] / s1[None, :]
-        C = torch.kron(dct_matrix(n1, torch.float32, dev), dct_matrix(n2, torch.float32, dev))
-        Hx = ((C @ Hp) * C).sum(1).view(n1, n2)
+        # activation energy per DCT position: the diagonal of the whitened inputs' second moment (s2 = 1)
+        Hx = torch.diagonal(whitened_hessian(H, s1, torch.ones(n, device=dev), n1, n2)).float().view(n1, n2)
     a, b = fit_s2(E, d, Hx, beta)
     a, b = a.to(dev), b.to(dev)
     s2 = s2_grid(a, b, d).reshape(1, n)

@@ -36,7 +36,7 @@ class QuantizeOptions:
     calib_text: tuple[str, ...] = ()
     calib_tokens: int | None = None  # None: 32768 on CUDA, 16384 on CPU
     calib_seq_len: int = 512
-    correction_steps: int | None = None  # None: 200 on CUDA, 40 on CPU
+    correction_steps: int | None = None  # None: 200 on CUDA, 32 on CPU
     correction_batch: int = 4
     seed: int = 0
     device: str | None = None
