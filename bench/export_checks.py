@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/export_checks.py out/model.lqt --workdir /tmp/exports [--json bench/export_checks.json]
 
-Writes GGUF and the three ONNX lowerings, then for each: max relative logit error and identical
+Writes GGUF and the three ONNX lowerings (with --lut also the custom one with the approximate int8
+lookup-table kernel, lut_bits=8), then for each: max relative logit error and identical
 32-token greedy continuations on the fixed prompts (liftexport.verify), file sizes vs the container.
 """
 
@@ -31,6 +32,8 @@ def main() -> None:
     ap.add_argument("lqt")
     ap.add_argument("--workdir", default="/tmp/exports")
     ap.add_argument("--json", default="bench/export_checks.json")
+    ap.add_argument("--lut", action="store_true",
+                    help="also the custom export with --onnx-lut int8 (approximate kernel; tolerance 5e-2)")
     a = ap.parse_args()
     wd = Path(a.workdir)
     shutil.rmtree(wd, ignore_errors=True)
@@ -57,6 +60,9 @@ def main() -> None:
     for ops in ("custom", "contrib", "standard"):
         d = export_onnx(ir, wd / f"onnx-{ops}", ops=ops)
         check(f"onnx-{ops}", d, OrtCausalLM(d), 1e-4)
+    if a.lut:
+        d = export_onnx(ir, wd / "onnx-custom-lut8", ops="custom", lut="int8")
+        check("onnx-lut8", d, OrtCausalLM(d), 5e-2)
     Path(a.json).write_text(json.dumps({"container": str(lqt), "container_bytes": base, "rows": rows}, indent=1))
     print(f"\n{'export':<14} {'bytes':>12} {'vs lqt':>7} {'max rel err':>12} {'greedy':>7} ok")
     for r in rows:

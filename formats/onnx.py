@@ -12,6 +12,9 @@ Three lowerings of a lifted linear (``ops``), all numerically the same semantics
 - ``standard``: that function inlined: only ai.onnx ops (BitShift/BitwiseAnd unpacking, MatMul).
 - ``contrib``: the transform as MatMuls, then ``com.microsoft::MatMulNBits`` (bits=2, codes 1/3
   decode to -1/+1 with the default zero point 2): stock ORT, 2*D/d stored bits per weight.
+
+``lut="int8"`` (custom only) asks the library for its approximate int8 lookup-table kernel
+(``lut_bits=8`` on every LiftMatMul node).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ OPSET = 21
 IR_VERSION = 10  # onnx 1.23 writes 14 by default, which ORT <= 1.31 rejects
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 OPS = ("custom", "standard", "contrib")
+LUT = {"none": 0, "int8": 8}  # --onnx-lut: LiftMatMul's lut_bits (int8 = the approximate lookup-table kernel)
 NEG_INF = float(np.finfo(np.float32).min)
 
 
@@ -137,9 +141,12 @@ def lift_matmul_function() -> onnx.FunctionProto:
     outshape = g.op("Concat", [lead, g.op("Unsqueeze", [OUT, g.const([0])])], axis=0)
     g.nodes.append(helper.make_node("Reshape", [y, outshape], ["Y"], name="n_out"))
     consts = [helper.make_node("Constant", [], [t.name], value=t, name="k_" + t.name) for t in g.inits.values()]
+    # lut_bits (optional, default 0) selects the kernel's approximate fast mode; the body is the exact
+    # semantics and ignores it.
     return helper.make_function(
         DOMAIN, OP, ["X", "codes", "scales", "M", "a", "b", "s1", "bias"], ["Y"], consts + g.nodes,
-        [helper.make_opsetid("", OPSET)], attributes=["in_features", "out_features", "D", "d", "n1", "n2"])
+        [helper.make_opsetid("", OPSET)], attributes=["in_features", "out_features", "D", "d", "n1", "n2"],
+        attribute_protos=[helper.make_attribute("lut_bits", 0)])
 
 
 def _ref_const(out: str, attr: str, g: _G) -> onnx.NodeProto:
@@ -156,12 +163,17 @@ def _ref_const(out: str, attr: str, g: _G) -> onnx.NodeProto:
 
 
 class _Exporter:
-    def __init__(self, ir: QuantizedModel, ops: str):
+    def __init__(self, ir: QuantizedModel, ops: str, lut: str = "none"):
         if ir.model_type not in SUPPORTED:
             raise UnsupportedModelError(f"ONNX export supports {', '.join(SUPPORTED)}; got {ir.model_type!r}")
         if ops not in OPS:
             raise FormatError(f"--onnx-ops {ops!r}: expected one of {', '.join(OPS)}")
+        if lut not in LUT:
+            raise FormatError(f"--onnx-lut {lut!r}: expected one of {', '.join(LUT)}")
+        if LUT[lut] and ops != "custom":
+            raise FormatError(f"--onnx-lut {lut} needs --onnx-ops custom (it is an attribute of LiftMatMul)")
         self.ir, self.ops, self.g = ir, ops, _G()
+        self.lut_attrs = {"lut_bits": LUT[lut]} if LUT[lut] else {}
         c = ir.config
         self.H = c["hidden_size"]
         self.nh = c["num_attention_heads"]
@@ -201,7 +213,8 @@ class _Exporter:
         scales = g.init(f"lq.{name}.scales", _f16(lin.scales))
         bias = g.init(f"lq.{name}.bias", _f16(lin.bias if lin.bias is not None else torch.zeros(lin.out_features)))
         return g.op(OP, [x, codes, scales, M, a, b, s1, bias], domain=DOMAIN, name=name,
-                    in_features=tf.in_features, out_features=lin.out_features, D=tf.D, d=tf.d, n1=tf.n1, n2=tf.n2)
+                    in_features=tf.in_features, out_features=lin.out_features, D=tf.D, d=tf.d, n1=tf.n1, n2=tf.n2,
+                    **self.lut_attrs)
 
     def _linear_contrib(self, x, name, lin, tf):
         from liftexport.transform import fused_factors
@@ -361,15 +374,18 @@ def _rope_tables(ir: QuantizedModel):
     return inv, float(getattr(rot, "attention_scaling", 1.0))
 
 
-def export_onnx(ir: QuantizedModel, out_dir: str | os.PathLike, ops: str = "custom") -> Path:
+def export_onnx(ir: QuantizedModel, out_dir: str | os.PathLike, ops: str = "custom", lut: str = "none") -> Path:
     """Write model.onnx (+ model.onnx.data), the tokenizer files and liftquant_model.json to out_dir.
+
+    ``lut="int8"`` (custom ops only) sets ``lut_bits=8`` on every LiftMatMul: the library's approximate
+    int8 lookup-table kernel instead of the exact float32 one (spec/onnx-ops.md).
 
     Written into a temporary sibling directory and renamed into place (no half-written output).
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FormatError(f"{out}: output directory exists and is not empty")
-    model = _Exporter(ir, ops).build()
+    model = _Exporter(ir, ops, lut).build()
     onnx.checker.check_model(model, full_check=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="." + out.name + ".", dir=out.parent))
@@ -381,7 +397,7 @@ def export_onnx(ir: QuantizedModel, out_dir: str | os.PathLike, ops: str = "cust
         c = ir.config
         desc = {
             "format": "liftquant-onnx", "version": 1, "model_type": ir.model_type, "ops": ops,
-            "custom_op": {"domain": DOMAIN, "op": OP, "version": OP_VERSION} if ops == "custom" else None,
+            "custom_op": {"domain": DOMAIN, "op": OP, "version": OP_VERSION, "lut_bits": LUT[lut]} if ops == "custom" else None,
             "num_layers": c["num_hidden_layers"], "num_key_value_heads": c.get("num_key_value_heads") or c["num_attention_heads"],
             "head_dim": c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"], "vocab_size": c["vocab_size"],
             "eos_token_id": c.get("eos_token_id"), "bos_token_id": c.get("bos_token_id"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from functools import wraps
+from pathlib import Path
 
 import click
 
@@ -156,6 +157,9 @@ def _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, la
               help="Output file or directory (default: out/<model>-<config>.lqt or out/<model>-<config>-onnx/).")
 @click.option("--onnx-ops", type=click.Choice(["custom", "contrib", "standard"]), default="custom", show_default=True,
               help="How lifted layers are lowered to ONNX (see README).")
+@click.option("--onnx-lut", type=click.Choice(["none", "int8"]), default="none", show_default=True,
+              help="With --onnx-ops custom: int8 sets lut_bits=8 on LiftMatMul, the library's approximate "
+                   "int8 lookup-table kernel (faster on CPU; spec/onnx-ops.md).")
 @click.option("--method", type=click.Choice(["liftquant", "rtn"]), default="liftquant", show_default=True)
 @click.option("--bits", type=float, default=2.4, show_default=True, help="Rate: LiftQuant maps it to the menu; rtn takes 2/3/4.")
 @click.option("--config", "lattice_config", default=None, help="Explicit LiftQuant D/d (overrides --bits).")
@@ -185,7 +189,7 @@ def _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, la
 @click.option("--batch", "batch_size", default=1, show_default=True, help="With --reserve auto: batch size.")
 @click.option("--mixed", is_flag=True, help="With --bits X: the bytes of uniform X, allocated per layer group.")
 @_friendly
-def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, calib_text, calib_tokens,
+def model_cmd(src, fmt, output, onnx_ops, onnx_lut, method, bits, lattice_config, group, calib_text, calib_tokens,
               calib_seq_len, correction_steps, no_correction, seed, device, search, report, eval_text,
               no_resume, no_verify, budget, reserve, context, batch_size, mixed) -> None:
     """Quantize SRC (HF dir, .gguf, or the example model) and write an artifact.
@@ -204,9 +208,9 @@ def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, c
 
         ir = read_artifact(src)
         out = Path(output) if output else Path("out") / (Path(src).stem + ("-onnx" if fmt == "onnx" else f".{fmt}"))
-        _emit(ir, fmt, out, onnx_ops)
+        _emit(ir, fmt, out, onnx_ops, onnx_lut)
         click.echo(json.dumps({"output": str(out), "from": src, **ir.meta}, default=str))
-        _check(ir, out, fmt, no_verify)
+        _check(ir, out, fmt, no_verify, approx=onnx_lut != "none" and fmt == "onnx")
         return
     ms = ModelSource(src)
     opts = QuantizeOptions(method=method, bits=bits, config=lattice_config, group=group, calib_text=tuple(calib_text),
@@ -231,7 +235,7 @@ def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, c
     opts.checkpoint_dir = str(ckpt_dir) if method == "liftquant" else None
     t0 = time.time()
     ir, rows = quantize_model(ms, opts)
-    _emit(ir, fmt, out, onnx_ops)
+    _emit(ir, fmt, out, onnx_ops, onnx_lut)
     if ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
     size = sum(p.stat().st_size for p in out.iterdir()) if out.is_dir() else out.stat().st_size
@@ -246,7 +250,7 @@ def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, c
                                             **({"plan": plan} if plan else {})}, indent=1))
     click.echo(json.dumps(summary, default=str))
     if method == "liftquant" or fmt == "lqt":
-        _check(ir, out, fmt, no_verify)
+        _check(ir, out, fmt, no_verify, approx=onnx_lut != "none" and fmt == "onnx")
     if eval_text:
         from .evaluate import eval_windows, perplexity
         from .runtime.reference import build_model
@@ -256,19 +260,22 @@ def model_cmd(src, fmt, output, onnx_ops, method, bits, lattice_config, group, c
         click.echo(json.dumps({"eval": res}))
 
 
-def _check(ir, out, fmt: str, no_verify: bool) -> None:
+def _check(ir, out, fmt: str, no_verify: bool, approx: bool = False) -> None:
     if no_verify:
         return
     from .verify import verify_export
 
     res = verify_export(ir, out, fmt)
+    if approx:  # --onnx-lut: an approximate kernel, reported but not held to the exact tolerance
+        click.echo(json.dumps({"verify": res, "approximate": "--onnx-lut int8: not held to the exact tolerance"}))
+        return
     click.echo(json.dumps({"verify": res}))
     if not res["ok"]:
         click.echo(f"error: {out} does not reproduce the in-memory model (see verify above)", err=True)
         sys.exit(1)
 
 
-def _emit(ir, fmt: str, out, onnx_ops: str) -> None:
+def _emit(ir, fmt: str, out, onnx_ops: str, onnx_lut: str = "none") -> None:
     if fmt == "lqt":
         from .formats.container import write_container
 
@@ -280,7 +287,7 @@ def _emit(ir, fmt: str, out, onnx_ops: str) -> None:
     else:
         from .formats.onnx import export_onnx
 
-        export_onnx(ir, out, ops=onnx_ops)
+        export_onnx(ir, out, ops=onnx_ops, lut=onnx_lut)
 
 
 @main.command("eval")
@@ -372,13 +379,35 @@ def inspect_cmd(art, as_json, show_tensors) -> None:
 @click.option("--device", default=None)
 @click.option("--sample", is_flag=True, help="Sample (temperature 1) instead of greedy decoding.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--runtime", type=click.Choice(["auto", "engine", "hf"]), default="auto", show_default=True,
+              help="auto: the CUDA engine for LiftQuant artifacts on CUDA (greedy), else transformers.")
 @_friendly
-def run_cmd(art, prompt, max_new_tokens, device, sample, seed) -> None:
-    """Generate text from ART (.lqt, .gguf, HF dir, or the example model), streaming tokens."""
+def run_cmd(art, prompt, max_new_tokens, device, sample, seed, runtime) -> None:
+    """Generate text from ART (.lqt, .gguf, HF dir, or the example model), streaming tokens.
+
+    On CUDA a LiftQuant artifact of a Llama-family model runs on the fast engine (Triton kernels,
+    fp16, static KV cache, CUDA-graph decode; greedy); --runtime hf forces the reference runtime."""
     import torch
     from transformers import TextStreamer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if runtime != "hf" and device.startswith("cuda") and art and holds_ir(Path(art)) and not sample:
+        from .formats import read_artifact
+        from .runtime.engine import ENGINE_TYPES, engine_from_ir
+        from .runtime.reference import build_tokenizer
+
+        ir = read_artifact(Path(art))
+        if ir.model_type in ENGINE_TYPES and ir.meta.get("method", "liftquant") != "rtn":
+            tok = build_tokenizer(ir)
+            ids = tok(prompt, return_tensors="pt")["input_ids"]
+            eng = engine_from_ir(ir, device=device, max_len=ids.shape[1] + max_new_tokens)
+            new = eng.generate(ids, max_new_tokens, eos_token_id=tok.eos_token_id)
+            click.echo(tok.decode(torch.cat([ids, new.cpu()], 1)[0], skip_special_tokens=True))
+            return
+        if runtime == "engine":
+            raise ConfigError(f"the CUDA engine runs LiftQuant {', '.join(ENGINE_TYPES)} artifacts")
+    elif runtime == "engine":
+        raise ConfigError("--runtime engine needs a LiftQuant artifact, --device cuda and greedy decoding")
     model, tok, _ = load_artifact(art, device)
     torch.manual_seed(seed)
     ids = tok(prompt, return_tensors="pt").to(device)

@@ -106,7 +106,7 @@ def write_outputs(rows: list[dict], out: Path) -> None:
     plot(rows, out / "sweep.png")
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, title: str = "perplexity vs bytes") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,9 +124,15 @@ def plot(rows: list[dict], path: Path) -> None:
                         fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers on the log axes, also inside one decade
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(FormatStrFormatter(""))
     ax.set_xlabel("model file size (MB, log scale)")
     ax.set_ylabel("perplexity (log scale)")
-    ax.set_title("perplexity vs bytes")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

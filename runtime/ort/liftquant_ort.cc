@@ -9,6 +9,9 @@
 #include <mutex>
 
 #include "cpu/lift_matmul.h"
+#ifdef LIFTQUANT_WITH_CUDA
+#include "cuda/lift_matmul_cuda.h"
+#endif
 
 static const char* kDomain = "ai.liftquant";
 static constexpr uint32_t kApiVersion = 21;
@@ -23,12 +26,19 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL Regist
   // Ops and the domain live in static storage: they must outlive every session using them.
   static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> cpu_op{
       Ort::Custom::CreateLiteCustomOp<liftquant::LiftMatMul>("LiftMatMul", "CPUExecutionProvider", 1, 1)};
+#ifdef LIFTQUANT_WITH_CUDA  // the same op for the CUDA EP; ORT picks the kernel by the node's provider
+  static std::unique_ptr<Ort::Custom::OrtLiteCustomOp> cuda_op{
+      Ort::Custom::CreateLiteCustomOp<liftquant::LiftMatMulCuda>("LiftMatMul", "CUDAExecutionProvider", 1, 1)};
+#endif
   static Ort::CustomOpDomain domain{nullptr};
   static std::once_flag once;
   try {
     std::call_once(once, [] {
       domain = Ort::CustomOpDomain{kDomain};
       domain.Add(cpu_op.get());
+#ifdef LIFTQUANT_WITH_CUDA
+      domain.Add(cuda_op.get());
+#endif
     });
     Ort::UnownedSessionOptions so(options);
     so.Add(domain);

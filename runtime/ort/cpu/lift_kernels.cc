@@ -1,5 +1,6 @@
 // Hot loops of LiftMatMul with a portable version and an AVX2+FMA version chosen at run time.
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "lift_matmul.h"
@@ -69,7 +70,8 @@ __attribute__((target("avx2,fma"))) void tables_avx2(const float* u, int64_t B, 
 
 bool cpu_has_avx2() {
 #ifdef LQ_X86
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         std::getenv("LIFTQUANT_NO_AVX2") == nullptr;  // the variable forces the portable code
   return ok;
 #else
   return false;

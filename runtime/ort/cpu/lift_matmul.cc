@@ -2,6 +2,7 @@
 // binary GEMV/GEMM. The binary product uses per-token lookup tables: for each code byte j,
 // tab[j][c] = sum of the lifted values u[8j + i] over the set bits i of c, so a row costs one
 // table lookup and one add per 8 weights, and Q u = 2 * sum(tab) - sum(u).
+// With the attribute lut_bits = 8 the approximate int8 lookup-table mode of lift_lut.cc runs instead.
 #include "lift_matmul.h"
 
 #include <algorithm>
@@ -19,24 +20,6 @@ constexpr int64_t kTokBlock = 16;      // tokens sharing one pass over the codes
 constexpr int64_t kTileBytes = 256;    // code bytes per tile for one token (256 x 1 KiB of tables)
 
 float h2f(const Ort::Float16_t& h) { return h.ToFloat(); }
-
-template <typename T>
-std::string shape_str(const Ort::Custom::Tensor<T>& t) {
-  std::string s = "[";
-  const auto& sh = t.Shape();
-  for (size_t i = 0; i < sh.size(); ++i) s += (i ? ", " : "") + std::to_string(sh[i]);
-  return s + "]";
-}
-
-template <typename T>
-bool is_shape(const Ort::Custom::Tensor<T>& t, std::initializer_list<int64_t> want) {
-  const auto& sh = t.Shape();
-  if (sh.size() != want.size()) return false;
-  size_t i = 0;
-  for (int64_t w : want)
-    if (sh[i++] != w) return false;
-  return true;
-}
 
 }  // namespace
 
@@ -56,6 +39,18 @@ LiftMatMul::LiftMatMul(const OrtApi* api, const OrtKernelInfo* info) {
   get("n1", n1_);
   get("n2", n2_);
   if (!attr_error_.empty()) return;
+  {  // optional: absent means 0 (the exact float32 path)
+    OrtStatus* st = api->KernelInfoGetAttribute_int64(info, "lut_bits", &lut_bits_);
+    if (st != nullptr) {
+      api->ReleaseStatus(st);
+      lut_bits_ = 0;
+    }
+  }
+  if (lut_bits_ != 0 && lut_bits_ != 8) {
+    attr_error_ = "LiftMatMul: attribute 'lut_bits' must be 0 (exact float32) or 8 (int8 lookup tables), got " +
+                  std::to_string(lut_bits_);
+    return;
+  }
   if (d_ < 1 || D_ <= d_ || D_ > 64) {
     attr_error_ = "LiftMatMul: need 1 <= d < D <= 64, got D=" + std::to_string(D_) + ", d=" + std::to_string(d_);
   } else if (in_ < 1 || out_ < 1 || n1_ < 1 || n2_ < 1 || in_ > kMaxDim || out_ > kMaxDim || n1_ > kMaxDim ||
@@ -72,6 +67,78 @@ LiftMatMul::LiftMatMul(const OrtApi* api, const OrtKernelInfo* info) {
   B_ = (K_ + 7) / 8;
 }
 
+std::string LiftMatMul::CheckShapes(const std::vector<int64_t>& xs, const std::vector<int64_t>& codes,
+                                    const std::vector<int64_t>& scales, const std::vector<int64_t>& M,
+                                    const std::vector<int64_t>& a, const std::vector<int64_t>& b,
+                                    const std::vector<int64_t>& s1, const std::vector<int64_t>& bias) const {
+  auto str = [](const std::vector<int64_t>& sh) {
+    std::string s = "[";
+    for (size_t i = 0; i < sh.size(); ++i) s += (i ? ", " : "") + std::to_string(sh[i]);
+    return s + "]";
+  };
+  auto is = [](const std::vector<int64_t>& sh, std::initializer_list<int64_t> want) {
+    return sh.size() == want.size() && std::equal(sh.begin(), sh.end(), want.begin());
+  };
+  if (xs.empty() || xs.back() != in_) return "input X " + str(xs) + " must end in in_features=" + std::to_string(in_);
+  for (size_t i = 0; i + 1 < xs.size(); ++i)
+    if (xs[i] < 0) return "negative dimension in X";
+  if (!is(codes, {out_, B_}))
+    return "codes " + str(codes) + " must be [" + std::to_string(out_) + ", " + std::to_string(B_) + "]";
+  if (!is(scales, {out_})) return "scales " + str(scales) + " must be [" + std::to_string(out_) + "]";
+  if (!is(M, {d_, D_})) return "M " + str(M) + " must be [" + std::to_string(d_) + ", " + std::to_string(D_) + "]";
+  if (!is(a, {n1_})) return "a " + str(a) + " must be [" + std::to_string(n1_) + "]";
+  if (!is(b, {nb_})) return "b " + str(b) + " must be [" + std::to_string(nb_) + "]";
+  if (!is(s1, {n_})) return "s1 " + str(s1) + " must be [" + std::to_string(n_) + "]";
+  if (!is(bias, {out_})) return "bias " + str(bias) + " must be [" + std::to_string(out_) + "]";
+  return "";
+}
+
+std::string LiftMatMul::BuildPrepared(const Ort::Float16_t* M, const Ort::Float16_t* a, const Ort::Float16_t* b,
+                                      const Ort::Float16_t* s1, const Ort::Float16_t* scales,
+                                      const Ort::Float16_t* bias, Prepared& p) const {
+  std::vector<double> Mf(d_ * D_), af(n1_), bf(nb_);
+  for (int64_t i = 0; i < d_ * D_; ++i) Mf[i] = h2f(M[i]);
+  for (int64_t i = 0; i < n1_; ++i) af[i] = h2f(a[i]);
+  for (int64_t i = 0; i < nb_; ++i) bf[i] = h2f(b[i]);
+  for (double v : af)
+    if (v == 0.0 || !std::isfinite(v)) return "a holds a zero or non-finite value";
+  for (double v : bf)
+    if (v == 0.0 || !std::isfinite(v)) return "b holds a zero or non-finite value";
+  auto dct = [](int64_t n) {
+    std::vector<double> C(n * n);
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t i = 0; i < n; ++i)
+        C[k * n + i] = std::cos(M_PI * (2 * i + 1) * k / (2.0 * n)) * std::sqrt((k == 0 ? 1.0 : 2.0) / n);
+    return C;
+  };
+  auto C1 = dct(n1_), C2 = dct(n2_);
+  p.L.resize(n1_ * n1_);
+  for (int64_t i = 0; i < n1_; ++i)
+    for (int64_t k = 0; k < n1_; ++k) p.L[i * n1_ + k] = static_cast<float>(C1[i * n1_ + k] / af[i]);
+  const int64_t nbD = nb_ * D_;
+  p.R.assign(n2_ * nbD, 0.f);
+  for (int64_t q = 0; q < n2_; ++q)      // R[q, j*D + t] = sum_e C2[j*d + e, q] * M[e, t] / b[j]
+    for (int64_t j = 0; j < nb_; ++j)
+      for (int64_t t = 0; t < D_; ++t) {
+        double s = 0;
+        for (int64_t e = 0; e < d_; ++e) s += C2[(j * d_ + e) * n2_ + q] * Mf[e * D_ + t];
+        p.R[q * nbD + j * D_ + t] = static_cast<float>(s / bf[j]);
+      }
+  p.s1inv.resize(n_);
+  for (int64_t i = 0; i < n_; ++i) {
+    float v = h2f(s1[i]);
+    if (v == 0.f || !std::isfinite(v)) return "s1 holds a zero or non-finite value";
+    p.s1inv[i] = 1.f / v;
+  }
+  p.scale.resize(out_);
+  p.bias.resize(out_);
+  for (int64_t r = 0; r < out_; ++r) {
+    p.scale[r] = h2f(scales[r]);
+    p.bias[r] = h2f(bias[r]);
+  }
+  return "";
+}
+
 Ort::Status LiftMatMul::Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor<float>& X,
                                 const Ort::Custom::Tensor<uint8_t>& codes,
                                 const Ort::Custom::Tensor<Ort::Float16_t>& scales,
@@ -84,17 +151,9 @@ Ort::Status LiftMatMul::Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor
     if (!attr_error_.empty()) return Ort::Status(attr_error_.c_str(), ORT_INVALID_ARGUMENT);
     const auto& xs = X.Shape();
     auto bad = [](const std::string& m) { return Ort::Status(("LiftMatMul: " + m).c_str(), ORT_INVALID_ARGUMENT); };
-    if (xs.empty() || xs.back() != in_)
-      return bad("input X " + shape_str(X) + " must end in in_features=" + std::to_string(in_));
-    if (!is_shape(codes, {out_, B_}))
-      return bad("codes " + shape_str(codes) + " must be [" + std::to_string(out_) + ", " + std::to_string(B_) + "]");
-    if (!is_shape(scales, {out_})) return bad("scales " + shape_str(scales) + " must be [" + std::to_string(out_) + "]");
-    if (!is_shape(M, {d_, D_}))
-      return bad("M " + shape_str(M) + " must be [" + std::to_string(d_) + ", " + std::to_string(D_) + "]");
-    if (!is_shape(a, {n1_})) return bad("a " + shape_str(a) + " must be [" + std::to_string(n1_) + "]");
-    if (!is_shape(b, {nb_})) return bad("b " + shape_str(b) + " must be [" + std::to_string(nb_) + "]");
-    if (!is_shape(s1, {n_})) return bad("s1 " + shape_str(s1) + " must be [" + std::to_string(n_) + "]");
-    if (!is_shape(bias, {out_})) return bad("bias " + shape_str(bias) + " must be [" + std::to_string(out_) + "]");
+    const std::string shape_err = CheckShapes(xs, codes.Shape(), scales.Shape(), M.Shape(), a.Shape(), b.Shape(),
+                                              s1.Shape(), bias.Shape());
+    if (!shape_err.empty()) return bad(shape_err);
     int64_t T = 1;
     for (size_t i = 0; i + 1 < xs.size(); ++i) {
       if (xs[i] < 0) return bad("negative dimension in X");
@@ -113,49 +172,12 @@ Ort::Status LiftMatMul::Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor
       if (!std::equal(key, key + 7, prep_.key)) {
         Prepared p;
         std::copy(key, key + 7, p.key);
-        std::vector<double> Mf(d_ * D_), af(n1_), bf(nb_);
-        for (int64_t i = 0; i < d_ * D_; ++i) Mf[i] = h2f(M.Data()[i]);
-        for (int64_t i = 0; i < n1_; ++i) af[i] = h2f(a.Data()[i]);
-        for (int64_t i = 0; i < nb_; ++i) bf[i] = h2f(b.Data()[i]);
-        for (double v : af)
-          if (v == 0.0 || !std::isfinite(v)) return bad("a holds a zero or non-finite value");
-        for (double v : bf)
-          if (v == 0.0 || !std::isfinite(v)) return bad("b holds a zero or non-finite value");
-        auto dct = [](int64_t n) {
-          std::vector<double> C(n * n);
-          for (int64_t k = 0; k < n; ++k)
-            for (int64_t i = 0; i < n; ++i)
-              C[k * n + i] = std::cos(M_PI * (2 * i + 1) * k / (2.0 * n)) * std::sqrt((k == 0 ? 1.0 : 2.0) / n);
-          return C;
-        };
-        auto C1 = dct(n1_), C2 = dct(n2_);
-        p.L.resize(n1_ * n1_);
-        for (int64_t i = 0; i < n1_; ++i)
-          for (int64_t k = 0; k < n1_; ++k) p.L[i * n1_ + k] = static_cast<float>(C1[i * n1_ + k] / af[i]);
-        const int64_t nbD = nb_ * D_;
-        p.R.assign(n2_ * nbD, 0.f);
-        for (int64_t q = 0; q < n2_; ++q)      // R[q, j*D + t] = sum_e C2[j*d + e, q] * M[e, t] / b[j]
-          for (int64_t j = 0; j < nb_; ++j)
-            for (int64_t t = 0; t < D_; ++t) {
-              double s = 0;
-              for (int64_t e = 0; e < d_; ++e) s += C2[(j * d_ + e) * n2_ + q] * Mf[e * D_ + t];
-              p.R[q * nbD + j * D_ + t] = static_cast<float>(s / bf[j]);
-            }
-        p.s1inv.resize(n_);
-        for (int64_t i = 0; i < n_; ++i) {
-          float v = h2f(s1.Data()[i]);
-          if (v == 0.f || !std::isfinite(v)) return bad("s1 holds a zero or non-finite value");
-          p.s1inv[i] = 1.f / v;
-        }
-        p.scale.resize(out_);
-        p.bias.resize(out_);
-        for (int64_t r = 0; r < out_; ++r) {
-          p.scale[r] = h2f(scales.Data()[r]);
-          p.bias[r] = h2f(bias.Data()[r]);
-        }
+        const std::string err = BuildPrepared(M.Data(), a.Data(), b.Data(), s1.Data(), scales.Data(), bias.Data(), p);
+        if (!err.empty()) return bad(err);
         prep_ = std::move(p);
       }
     }
+    if (lut_bits_ == 8) return ComputeLut(ctx, x, T, cd, y);
     const Prepared& p = prep_;
     const int64_t nbD = nb_ * D_;
 

@@ -1,0 +1,111 @@
+// LiftMatMul on the CUDA execution provider (see lift_matmul_cuda.h).
+#include "cuda/lift_matmul_cuda.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace liftquant {
+
+namespace {
+
+Ort::Status cuda_status(cudaError_t e, const char* what) {
+  return Ort::Status((std::string("LiftMatMul (CUDA): ") + what + ": " + cudaGetErrorString(e)).c_str(), ORT_FAIL);
+}
+
+template <typename T>
+cudaError_t to_host(const T* dev, size_t n, std::vector<T>& host, cudaStream_t st) {
+  host.resize(n);
+  cudaError_t e = cudaMemcpyAsync(host.data(), dev, n * sizeof(T), cudaMemcpyDeviceToHost, st);
+  return e != cudaSuccess ? e : cudaStreamSynchronize(st);
+}
+
+template <typename T>
+cudaError_t upload(const std::vector<T>& host, T** dev) {
+  cudaError_t e = cudaMalloc(dev, std::max<size_t>(host.size(), 1) * sizeof(T));
+  return e != cudaSuccess ? e : cudaMemcpy(*dev, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+}
+
+}  // namespace
+
+LiftMatMulCuda::~LiftMatMulCuda() { Release(); }
+
+void LiftMatMulCuda::Release() {
+  for (float* p : {dL_, dR_, ds1_, dscale_, dbias_}) cudaFree(p);
+  cudaFree(dpacked_);
+  dL_ = dR_ = ds1_ = dscale_ = dbias_ = nullptr;
+  dpacked_ = nullptr;
+  std::fill(dkey_, dkey_ + 7, nullptr);
+}
+
+Ort::Status LiftMatMulCuda::Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor<float>& X,
+                                    const Ort::Custom::Tensor<uint8_t>& codes,
+                                    const Ort::Custom::Tensor<Ort::Float16_t>& scales,
+                                    const Ort::Custom::Tensor<Ort::Float16_t>& M,
+                                    const Ort::Custom::Tensor<Ort::Float16_t>& a,
+                                    const Ort::Custom::Tensor<Ort::Float16_t>& b,
+                                    const Ort::Custom::Tensor<Ort::Float16_t>& s1,
+                                    const Ort::Custom::Tensor<Ort::Float16_t>& bias, Ort::Custom::Tensor<float>& Y) {
+  try {
+    auto bad = [](const std::string& m) { return Ort::Status(("LiftMatMul: " + m).c_str(), ORT_INVALID_ARGUMENT); };
+    if (!attr_error_.empty()) return Ort::Status(attr_error_.c_str(), ORT_INVALID_ARGUMENT);
+    if (lut_bits_ != 0) return bad("lut_bits=8 is a CPU mode; the CUDA kernel computes the exact float32 path only");
+    const auto& xs = X.Shape();
+    const std::string err = CheckShapes(xs, codes.Shape(), scales.Shape(), M.Shape(), a.Shape(), b.Shape(), s1.Shape(),
+                                        bias.Shape());
+    if (!err.empty()) return bad(err);
+    int64_t T = 1;
+    for (size_t i = 0; i + 1 < xs.size(); ++i) T *= xs[i];
+    std::vector<int64_t> ys(xs.begin(), xs.end());
+    ys.back() = out_;
+    float* y = Y.Allocate(ys);
+    if (T == 0) return Ort::Status{nullptr};
+    Ort::KernelContext kctx(ctx);
+    auto st = static_cast<cudaStream_t>(kctx.GetGPUComputeStream());
+    cudaError_t e;
+    {  // factors and repacked codes, once per set of constant inputs
+      std::lock_guard<std::mutex> lock(mu_);
+      const void* key[7] = {M.Data(), a.Data(), b.Data(), s1.Data(), scales.Data(), bias.Data(), codes.Data()};
+      if (!std::equal(key, key + 7, dkey_)) {
+        Release();
+        std::vector<Ort::Float16_t> hM, ha, hb, hs1, hsc, hbias;
+        if ((e = to_host(M.Data(), d_ * D_, hM, st)) != cudaSuccess || (e = to_host(a.Data(), n1_, ha, st)) ||
+            (e = to_host(b.Data(), nb_, hb, st)) || (e = to_host(s1.Data(), n_, hs1, st)) ||
+            (e = to_host(scales.Data(), out_, hsc, st)) || (e = to_host(bias.Data(), out_, hbias, st)))
+          return cuda_status(e, "reading the constant inputs");
+        Prepared p;
+        const std::string perr = BuildPrepared(hM.data(), ha.data(), hb.data(), hs1.data(), hsc.data(), hbias.data(), p);
+        if (!perr.empty()) return bad(perr);
+        shape_ = cuda::make_shape(out_, K_);
+        if ((e = upload(p.L, &dL_)) || (e = upload(p.R, &dR_)) || (e = upload(p.s1inv, &ds1_)) ||
+            (e = upload(p.scale, &dscale_)) || (e = upload(p.bias, &dbias_)) ||
+            (e = cudaMalloc(&dpacked_, shape_.packed_words() * sizeof(uint32_t))) ||
+            (e = cuda::repack_codes(codes.Data(), dpacked_, shape_, st)) || (e = cudaStreamSynchronize(st))) {
+          Release();
+          return cuda_status(e, "preparing the layer");
+        }
+        std::copy(key, key + 7, dkey_);
+      }
+    }
+    const int64_t C = nb_ * D_, ustride = shape_.S * cuda::kSliceBits;
+    const int64_t nt = std::min<int64_t>(T, cuda::kMaxTok);
+    float *z = nullptr, *u = nullptr, *part = nullptr;
+    if ((e = cudaMallocAsync(&z, sizeof(float) * T * n1_ * C, st)) ||
+        (e = cudaMallocAsync(&u, sizeof(float) * T * ustride, st)) ||
+        (e = cudaMallocAsync(&part, sizeof(float) * shape_.S * nt * shape_.G * 32, st))) {
+      cudaFreeAsync(z, st), cudaFreeAsync(u, st), cudaFreeAsync(part, st);
+      return cuda_status(e, "allocating scratch");
+    }
+    e = cuda::lift(X.Data(), T, in_, ds1_, dL_, dR_, n1_, n2_, C, z, u, shape_, st);
+    if (e == cudaSuccess) e = cuda::binary_gemv(u, T, dpacked_, shape_, dscale_, dbias_, part, y, st);
+    cudaFreeAsync(z, st), cudaFreeAsync(u, st), cudaFreeAsync(part, st);
+    if (e != cudaSuccess) return cuda_status(e, "launching the kernels");
+    return Ort::Status{nullptr};
+  } catch (const Ort::Exception& ex) {
+    return Ort::Status(ex);
+  } catch (const std::exception& ex) {
+    return Ort::Status((std::string("LiftMatMul (CUDA): ") + ex.what()).c_str(), ORT_FAIL);
+  }
+}
+
+}  // namespace liftquant

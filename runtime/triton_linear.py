@@ -1,0 +1,151 @@
+"""A group of lifted linears (sharing one transform) executed by the Triton kernels.
+
+``TritonLiftGroup`` holds the group's transform factors and the codes of all its linears
+concatenated along the output dimension (q/k/v become one GEMV), in the K-major word layout the
+kernels read. ``forward(x)`` returns one output per linear.
+
+fp16/bf16 activations (the GPU runtime): up to 4 tokens (decode) take ``DECODE_ROUTE``: "table"
+(transform straight to 4-bit tables -> split-K table GEMV + reduction) or "planes"; more tokens
+(prefill) take transform -> u in bit-plane order, in the activation dtype -> ``gemm_planes``
+(codes decoded to +-1 in registers, tensor cores).
+float32 activations (reference-grade, e.g. on the CPU): up to ``lut_max_tokens`` tokens take the
+table route (4-bit tables, fp32 throughout), more take ``gemm_mma`` with IEEE float32 dots.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..ir import LiftedLinear, LiftTransform
+from ..kernels.triton import lift_linear as K
+from ..transform import fused_factors
+
+#: float32 activations: token counts up to this take the table GEMV.
+LUT_MAX_TOKENS = 4
+#: gemm_planes launch settings: (token tile, wide output) -> settings; best of bench/gpu_gemv.py --sweep
+#: on the H100 (8192x8192 and 28672x8192, M = 1 and 16).
+PLANES_CFG = {(16, False): dict(BN=64, BM=16, BKW=16, num_warps=4, num_stages=4),
+              (16, True): dict(BN=128, BM=16, BKW=16, num_warps=4, num_stages=4),
+              (64, False): dict(BN=64, BM=64, BKW=16, num_warps=4, num_stages=3),
+              (64, True): dict(BN=128, BM=64, BKW=16, num_warps=8, num_stages=3)}
+WIDE_N = 16384
+#: fp16/bf16 activations with at most 4 tokens: "table" (4-bit tables, split-K table GEMV) or "planes".
+DECODE_ROUTE = "table"
+TABLE_CFG = dict(SW=32, BN=64, num_warps=4)
+
+
+def planes_cfg(M: int, N: int) -> dict:
+    return PLANES_CFG[(16 if M <= 16 else 64, N >= WIDE_N)]
+
+
+class TritonLiftGroup(nn.Module):
+    def __init__(self, lins: list[LiftedLinear], tf: LiftTransform, device="cuda", lut_max_tokens: int = LUT_MAX_TOKENS):
+        super().__init__()
+        if not lins:
+            raise ValueError("TritonLiftGroup needs at least one linear")
+        L, R = fused_factors(tf.M, tf.a, tf.b, tf.n1, tf.n2, torch.float64)
+        self.in_features, self.n1, self.n2, self.K = tf.in_features, tf.n1, tf.n2, tf.lifted
+        self.KW = -(-self.K // 32)
+        self.splits = [lin.out_features for lin in lins]
+        self.N = sum(self.splits)
+        self.lut_max_tokens = lut_max_tokens
+        self.fused_tables = R.shape[1] % K.GROUP == 0
+        inv = torch.ones(tf.n, dtype=torch.float64) if tf.s1 is None else 1.0 / tf.s1.double()
+        dev = torch.device(device)
+        self.register_buffer("L", L.float().to(dev))
+        self.register_buffer("R", R.float().to(dev))
+        self.register_buffer("R4", K.table_factor(R).float().to(dev) if self.fused_tables else None)
+        self.register_buffer("inv_s1", inv.float().to(dev))
+        self.register_buffer("words", torch.cat([K.kmajor_words(lin.codes.to(dev), self.K) for lin in lins], 1))
+        self.register_buffer("scales", torch.cat([lin.scales.float() for lin in lins]).to(dev))
+        has_bias = any(lin.bias is not None for lin in lins)
+        bias = None
+        if has_bias:
+            bias = torch.cat([lin.bias.float() if lin.bias is not None else torch.zeros(lin.out_features)
+                              for lin in lins]).to(dev)
+        self.register_buffer("bias", bias)
+        self._ws: dict = {}
+
+    def _workspace(self, key, shape, dtype, device):
+        """Buffers reused across calls (static addresses for CUDA graphs); tables start zeroed."""
+        k = (key, shape, dtype, str(device))
+        buf = self._ws.get(k)
+        if buf is None:
+            buf = torch.zeros(shape, dtype=dtype, device=device)
+            self._ws[k] = buf
+        return buf
+
+    def _tables(self, x2, M, rms=None, glu=False):
+        """The 4-bit tables of the lifted activation of x2 (float32 [M, KW * 128], zero past the last group)."""
+        tabs = self._workspace("tabs", (M, self.KW * 128), torch.float32, x2.device)
+        if self.fused_tables:
+            K.transform(x2, self.inv_s1, self.L, self.R4, self.in_features, tabs[:, : self.n1 * self.R4.shape[1]],
+                        rms=rms, glu=glu)
+        else:
+            u = self._workspace("u", (M, self.K), torch.float32, x2.device)
+            K.transform(x2, self.inv_s1, self.L, self.R, self.in_features, u, rms=rms, glu=glu)
+            K.tables(u, self.K, tabs)
+        return tabs
+
+    def lifted(self, x2: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        u = torch.empty(x2.shape[0], self.n1 * self.R.shape[1], dtype=dtype, device=x2.device)
+        return K.transform(x2, self.inv_s1, self.L, self.R, self.in_features, u)
+
+    def forward(self, x: torch.Tensor, rms=None, glu: bool = False, residual: torch.Tensor | None = None,
+                split: bool = True):
+        """Outputs of the group's linears for x [..., in_features] (split=False: one concatenated output).
+
+        rms=(weight, eps): RMSNorm x first; glu: x is [..., 2 * in_features] = [gate | up] and the
+        input is SiLU(gate) * up; residual: added to the (single) output. Fused into the kernels on
+        the fp16/bf16 route."""
+        lead = x.shape[:-1]
+        width = 2 * self.in_features if glu else self.in_features
+        x2 = x.reshape(-1, width)
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        M = x2.shape[0]
+        res2 = None
+        if residual is not None:
+            if len(self.splits) != 1:
+                raise ValueError("residual applies to a group with one linear")
+            res2 = residual.reshape(M, self.N)
+        y = torch.empty(M, self.N, dtype=x.dtype, device=x.device)
+        if x.dtype in (torch.float16, torch.bfloat16) and M <= 4 and DECODE_ROUTE == "table":
+            tabs = self._tables(x2, M, rms, glu)
+            S = -(-self.KW // TABLE_CFG["SW"])
+            part = self._workspace("part", (S * M * self.N,), torch.float32, x.device)
+            K.gemv_lut_split(tabs, self.words, self.scales, self.bias, y, residual=res2, part=part, **TABLE_CFG)
+            return self._split(y, lead, split)
+        if x.dtype in (torch.float16, torch.bfloat16):
+            shape = (M, self.KW * 32)
+            u = (self._workspace("planes", shape, x.dtype, x.device) if M <= 16
+                 else torch.zeros(shape, dtype=x.dtype, device=x.device))
+            K.transform(x2, self.inv_s1, self.L, self.R, self.in_features, u, planes=True, rms=rms, glu=glu)
+            K.gemm_planes(u, self.words, self.scales, self.bias, y, residual=res2, **planes_cfg(M, self.N))
+            return self._split(y, lead, split)
+        x2 = torch_prologue(x2, rms, glu, self.in_features)
+        if M <= self.lut_max_tokens:
+            K.gemv_lut(self._tables(x2, M), self.words, self.scales, self.bias, y)
+        else:
+            u = self.lifted(x2, x.dtype)
+            K.gemm_mma(u, self.K, self.words, self.scales, self.bias, y)
+        if res2 is not None:
+            y += res2
+        return self._split(y, lead, split)
+
+    def _split(self, y, lead, split):
+        if not split:
+            return (y.reshape(*lead, self.N),)
+        return tuple(o.reshape(*lead, o.shape[-1]) for o in y.split(self.splits, dim=-1))
+
+
+def torch_prologue(x: torch.Tensor, rms=None, glu: bool = False, in_features: int | None = None) -> torch.Tensor:
+    """The input transformations the kernels fuse, in torch: RMSNorm (float32 math) or SiLU(gate) * up."""
+    if rms is not None:
+        x = (F.rms_norm(x.float(), (x.shape[-1],), eps=rms[1]) * rms[0].float()).to(x.dtype)
+    if glu:
+        g, u = x.float().split(in_features, dim=-1)
+        x = (F.silu(g) * u).to(x.dtype)
+    return x
