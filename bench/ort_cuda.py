@@ -40,8 +40,9 @@ def session(m: onnx.ModelProto, providers, custom=True, strict=True):
     so = ort.SessionOptions()
     if custom:
         so.register_custom_ops_library(str(library_path()))
-    if strict and providers[0] == "CUDAExecutionProvider":
-        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")  # fail rather than run on the CPU
+    if strict and providers[0] == "CUDAExecutionProvider":  # every node on the GPU, or fail
+        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        providers = ["CUDAExecutionProvider"]
     return ort.InferenceSession(m.SerializeToString(), so, providers=providers)
 
 

@@ -178,7 +178,9 @@ class DecoderEngine:
     def capture(self) -> None:
         """Capture one decode step (token buffer, position buffer -> logits) as a CUDA graph."""
         self._tok = torch.zeros(self.batch, 1, dtype=torch.long, device=self.device)
-        self._pos = torch.zeros(1, dtype=torch.long, device=self.device)
+        # warm-up steps really run and write the cache: at the last slot, which a real step overwrites
+        # before any query can see it (the mask admits keys <= the query's position)
+        self._pos = torch.full((1,), self.max_len - 1, dtype=torch.long, device=self.device)
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s):

@@ -31,8 +31,9 @@ PLANES_CFG = {(16, False): dict(BN=64, BM=16, BKW=16, num_warps=4, num_stages=4)
               (64, False): dict(BN=64, BM=64, BKW=16, num_warps=4, num_stages=3),
               (64, True): dict(BN=128, BM=64, BKW=16, num_warps=8, num_stages=3)}
 WIDE_N = 16384
-#: fp16/bf16 activations with at most 4 tokens: "table" (4-bit tables, split-K table GEMV) or "planes".
-DECODE_ROUTE = "table"
+#: fp16/bf16 activations with at most 4 tokens: "planes" or "table" (4-bit tables, split-K table GEMV;
+#: slower on the H100: 57 vs 50 us on 8192x8192, 182 vs 99 us on 28672x8192, bench/gpu_gemv.py --sweep).
+DECODE_ROUTE = "planes"
 TABLE_CFG = dict(SW=32, BN=64, num_warps=4)
 
 

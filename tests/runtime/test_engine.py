@@ -58,3 +58,16 @@ def test_engine_rejects_other_families():
     cfg = transformers.Gemma2Config(head_dim=16, **SMALL).to_dict()
     with pytest.raises(UnsupportedModelError, match="CUDA engine runs"):
         DecoderEngine(cfg, {}, {}, device="cpu")
+
+
+def test_graph_warmup_leaves_the_prompt_cache_alone():
+    """capture() runs warm-up steps; they must not overwrite cache slots the prompt filled."""
+    ir = read_container(VEC)
+    eng = engine_from_ir(ir, device="cpu", dtype=torch.float32, max_len=48)
+    ids = torch.randint(0, ir.config["vocab_size"], (1, 7))
+    eng.prefill(ids)
+    before = eng.k_cache[:, :, :, :7].clone()
+    eng._tok = torch.zeros(1, 1, dtype=torch.long)
+    eng._pos = torch.full((1,), eng.max_len - 1, dtype=torch.long)  # what capture() uses for its warm-up
+    eng.forward(eng._tok, eng._pos)
+    assert torch.equal(eng.k_cache[:, :, :, :7], before)

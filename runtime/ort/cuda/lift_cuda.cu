@@ -46,26 +46,39 @@ __global__ void lift_right_kernel(const float* __restrict__ x, int64_t T, int64_
   if (idx >= T * n1 * C) return;
   const int64_t c = idx % C, i = (idx / C) % n1, t = idx / (C * n1);
   const float* xr = x + t * in;
-  float acc = 0.f;
+  float a0 = 0.f, a1 = 0.f;
   const int64_t f0 = i * n2;
-  for (int64_t q = 0; q < n2; ++q) {
-    const int64_t f = f0 + q;
-    if (f >= in) break;
-    acc = fmaf(xr[f] * s1inv[f], R[q * C + c], acc);
+  const int64_t qn = min(n2, in - f0);  // columns of this row inside in_features (the rest is padding)
+  int64_t q = 0;
+  for (; q + 1 < qn; q += 2) {
+    a0 = fmaf(xr[f0 + q] * s1inv[f0 + q], R[q * C + c], a0);
+    a1 = fmaf(xr[f0 + q + 1] * s1inv[f0 + q + 1], R[(q + 1) * C + c], a1);
   }
-  z[idx] = acc;
+  if (q < qn) a0 = fmaf(xr[f0 + q] * s1inv[f0 + q], R[q * C + c], a0);
+  z[idx] = a0 + a1;
 }
 
-// u[t][i * C + c] = sum_k L[i][k] Z[t][k][c]; the padding past K stays as the caller zeroed it.
+// u[t][i * C + c] = sum_k L[i][k] Z[t][k][c] for i * C + c < n1 * C, zeros up to ustride.
 __global__ void lift_left_kernel(const float* __restrict__ z, int64_t T, const float* __restrict__ L, int64_t n1,
                                  int64_t C, float* __restrict__ u, int64_t ustride) {
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (idx >= T * n1 * C) return;
-  const int64_t c = idx % C, i = (idx / C) % n1, t = idx / (C * n1);
+  if (idx >= T * ustride) return;
+  const int64_t t = idx / ustride, k0 = idx % ustride;
+  if (k0 >= n1 * C) {
+    u[idx] = 0.f;
+    return;
+  }
+  const int64_t c = k0 % C, i = k0 / C;
   const float* zt = z + t * n1 * C;
-  float acc = 0.f;
-  for (int64_t k = 0; k < n1; ++k) acc = fmaf(L[i * n1 + k], zt[k * C + c], acc);
-  u[t * ustride + i * C + c] = acc;
+  const float* Li = L + i * n1;
+  float a0 = 0.f, a1 = 0.f;  // two chains: half the dependent-FMA latency
+  int64_t k = 0;
+  for (; k + 1 < n1; k += 2) {
+    a0 = fmaf(Li[k], zt[k * C + c], a0);
+    a1 = fmaf(Li[k + 1], zt[(k + 1) * C + c], a1);
+  }
+  if (k < n1) a0 = fmaf(Li[k], zt[k * C + c], a0);
+  u[idx] = a0 + a1;
 }
 
 template <int NT>
@@ -139,20 +152,22 @@ cudaError_t repack_codes(const uint8_t* codes, uint32_t* packed, const Shape& s,
 cudaError_t lift(const float* x, int64_t T, int64_t in, const float* s1inv, const float* L, const float* R,
                  int64_t n1, int64_t n2, int64_t C, float* z, float* u, const Shape& s, cudaStream_t st) {
   const int64_t ustride = s.S * kSliceBits;
-  cudaError_t e = cudaMemsetAsync(u, 0, sizeof(float) * T * ustride, st);
-  if (e != cudaSuccess) return e;
   const int64_t n = T * n1 * C;
   lift_right_kernel<<<blocks(n, 128), 128, 0, st>>>(x, T, in, s1inv, R, n1, n2, C, z);
-  if ((e = cudaGetLastError()) != cudaSuccess) return e;
-  lift_left_kernel<<<blocks(n, 128), 128, 0, st>>>(z, T, L, n1, C, u, ustride);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  lift_left_kernel<<<blocks(T * ustride, 128), 128, 0, st>>>(z, T, L, n1, C, u, ustride);
   return cudaGetLastError();
 }
 
 cudaError_t binary_gemv(const float* u, int64_t T, const uint32_t* packed, const Shape& s, const float* scale,
                         const float* bias, float* part, float* y, cudaStream_t st) {
-  int dev = 0, sms = 132;
-  cudaGetDevice(&dev);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  static const int sms = [] {  // one device per process is the common case; any count works
+    int dev = 0, n = 132;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+    return n;
+  }();
   const int64_t ustride = s.S * kSliceBits, pstride = s.G * 32;
   // enough blocks for ~4 per SM; each walks a contiguous run of row groups of its slice
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(s.G, (4 * sms + s.S - 1) / s.S));

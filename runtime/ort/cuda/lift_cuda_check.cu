@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
     }
   }
   if (!quick) {
-    std::printf("\n%12s %6s %3s %10s %10s %8s\n", "N x K", "rate", "T", "gemv us", "layer us", "GB/s");
+    std::printf("\n%12s %6s %3s %10s %10s %10s %8s\n", "N x K", "rate", "T", "gemv us", "lift us", "layer us", "GB/s");
     std::vector<Cfg> bench = {{4096, 4096, 24, 10}, {8192, 8192, 16, 8}, {8192, 8192, 24, 10}, {8192, 8192, 24, 8},
                               {28672, 8192, 16, 8}, {28672, 8192, 24, 10}, {28672, 8192, 24, 8}, {8192, 28672, 24, 10}};
     for (const Cfg& c : bench) {
@@ -195,9 +195,12 @@ int main(int argc, char** argv) {
         run.layer(dx.p, T, z.p, u.p, part.p, y.p);
         const float tg = median_us([&] { CK(binary_gemv(u.p, T, run.packed.p, run.s, run.sc.p, run.bi.p, part.p, y.p, 0)); });
         const float tl = median_us([&] { run.layer(dx.p, T, z.p, u.p, part.p, y.p); });
+        const float tt = median_us([&] {
+          CK(lift(dx.p, T, l.in, run.s1.p, run.L.p, run.R.p, l.n1, l.n2, l.C, z.p, u.p, run.s, 0));
+        });
         const double bytes = double(run.s.packed_words()) * 4 + 8.0 * l.N + 4.0 * T * (l.in + l.N);
-        std::printf("%6lldx%-5lld %3lld/%-2lld %3lld %10.1f %10.1f %8.0f\n", (long long)c.N, (long long)c.in,
-                    (long long)c.D, (long long)c.d, (long long)T, tg, tl, bytes / tg / 1e3);
+        std::printf("%6lldx%-5lld %3lld/%-2lld %3lld %10.1f %10.1f %10.1f %8.0f\n", (long long)c.N, (long long)c.in,
+                    (long long)c.D, (long long)c.d, (long long)T, tg, tt, tl, bytes / tg / 1e3);
       }
     }
   }

@@ -89,16 +89,16 @@ Ort::Status LiftMatMulCuda::Compute(OrtKernelContext* ctx, const Ort::Custom::Te
     }
     const int64_t C = nb_ * D_, ustride = shape_.S * cuda::kSliceBits;
     const int64_t nt = std::min<int64_t>(T, cuda::kMaxTok);
-    float *z = nullptr, *u = nullptr, *part = nullptr;
-    if ((e = cudaMallocAsync(&z, sizeof(float) * T * n1_ * C, st)) ||
-        (e = cudaMallocAsync(&u, sizeof(float) * T * ustride, st)) ||
-        (e = cudaMallocAsync(&part, sizeof(float) * shape_.S * nt * shape_.G * 32, st))) {
-      cudaFreeAsync(z, st), cudaFreeAsync(u, st), cudaFreeAsync(part, st);
+    // one stream-ordered scratch block: u (16-byte aligned rows of 1024-bit slices), Z, partial sums
+    const size_t nu = static_cast<size_t>(T * ustride), nz = static_cast<size_t>(T * n1_ * C);
+    const size_t np = static_cast<size_t>(shape_.S * nt * shape_.G * 32);
+    float* scratch = nullptr;
+    if ((e = cudaMallocAsync(&scratch, sizeof(float) * (nu + nz + np), st)) != cudaSuccess)
       return cuda_status(e, "allocating scratch");
-    }
+    float *u = scratch, *z = scratch + nu, *part = scratch + nu + nz;
     e = cuda::lift(X.Data(), T, in_, ds1_, dL_, dR_, n1_, n2_, C, z, u, shape_, st);
     if (e == cudaSuccess) e = cuda::binary_gemv(u, T, dpacked_, shape_, dscale_, dbias_, part, y, st);
-    cudaFreeAsync(z, st), cudaFreeAsync(u, st), cudaFreeAsync(part, st);
+    cudaFreeAsync(scratch, st);
     if (e != cudaSuccess) return cuda_status(e, "launching the kernels");
     return Ort::Status{nullptr};
   } catch (const Ort::Exception& ex) {
