@@ -65,11 +65,15 @@ def main() -> None:
         if rc == 0:
             summary = json.loads(report.read_text())["summary"]
             row.update(config=summary.get("config"), quantize_seconds=summary.get("quantize_seconds"),
-                       calibration=summary.get("calibration"), correction_steps=summary.get("correction_steps"))
+                       calibration=summary.get("calibration"), correction_steps=summary.get("correction_steps"),
+                       file_bytes=summary.get("bytes"))
+            Path(a.out).write_text(json.dumps(rows + [row], indent=1))  # kept if eval is cut off
+            t_eval = time.perf_counter()
             ev = subprocess.run(_cli("eval", str(art), "--json", *sum((["--text", t] for t in a.eval_text), [])),
                                 capture_output=True, text=True)
             if ev.returncode == 0:
                 row["ppl"] = round(json.loads(ev.stdout.strip().splitlines()[-1])["ppl"], 3)
+            row["eval_seconds"] = round(time.perf_counter() - t_eval, 1)
             ins = subprocess.run(_cli("inspect", str(art), "--json"), capture_output=True, text=True)
             if ins.returncode == 0:
                 info = json.loads(ins.stdout)

@@ -38,6 +38,9 @@ def main():
     add("uniform", "2.0 (32/16)", old["s20"]["effective_bits"], old["s20"]["file_bytes"], old["s20"]["ppl"],
         "self-generated calibration with top_p 0.95 (the default before 2026-11-24)")
     add("uniform", "2.4 (24/10)", s24["effective_bits"], s24["file_bytes"], abl["p1"]["ppl"], "default calibration")
+    if not (RES / "issue8_h100" / "res" / "uni30.json").is_file():
+        add("uniform", "3.0 (24/8)", old["s30"]["effective_bits"], old["s30"]["file_bytes"], old["s30"]["ppl"],
+            "self-generated calibration with top_p 0.95 (the default before 2026-11-24)")
     new = RES / "issue8_h100" / "res"
     for name, kind, label in (("uni30", "uniform", "3.0 (24/8)"), ("mixed24", "mixed", "mixed @ 2.4 size"),
                               ("mixed30", "mixed", "mixed @ 3.0 size"), ("bud1", "mixed", "budget 147.5 MB"),

@@ -118,9 +118,12 @@ def test_bitplane_gemm(D, d, inf, M):
     assert rel(y.float(), reference(x.float(), tf, lins[0])) < 5e-3
 
 
-@pytest.mark.parametrize("M", [3, 6])  # the table route (<= 4 tokens) and the bit-plane route
-def test_fused_prologue_and_residual_match_torch(M):
+@pytest.mark.parametrize("M,route", [(3, "table"), (3, "planes"), (6, "planes")])
+def test_fused_prologue_and_residual_match_torch(M, route, monkeypatch):
+    from liftexport.runtime import triton_linear
     from liftexport.runtime.triton_linear import torch_prologue
+
+    monkeypatch.setattr(triton_linear, "DECODE_ROUTE", route)  # <= 4 tokens: either decode route
 
     tf, lins = random_group(24, 10, 70, [70], seed=21)
     mod = TritonLiftGroup(lins, tf, device="cpu")
