@@ -18,16 +18,25 @@ PROMPTS = (
 def compare_models(a, b, tokenizer, n_tokens: int = 32, prompts=PROMPTS) -> dict:
     """a, b: callables like HF causal LMs. Relative error = max|la - lb| / max|lb| per prompt."""
     worst, agree, total = 0.0, 0, 0
+    da, db = _device_of(a), _device_of(b)
     for p in prompts:
         ids = tokenizer(p, return_tensors="pt")["input_ids"]
-        la = a(input_ids=ids).logits.float()
-        lb = b(input_ids=ids).logits.float()
+        la = a(input_ids=ids.to(da)).logits.float().cpu()
+        lb = b(input_ids=ids.to(db)).logits.float().cpu()
         worst = max(worst, float((la - lb).abs().max() / lb.abs().max().clamp_min(1e-30)))
-        ga, gb = greedy(a, ids, n_tokens), greedy(b, ids, n_tokens)
+        ga, gb = greedy(a, ids.to(da), n_tokens).cpu(), greedy(b, ids.to(db), n_tokens).cpu()
         agree += int((ga == gb).sum())
         total += n_tokens
     return {"max_rel_logit_err": worst, "greedy_agree": agree, "greedy_total": total,
             "greedy_identical": agree == total, "prompts": len(prompts)}
+
+
+def _device_of(model) -> torch.device:
+    """Where a torch model's tensors live (CPU for anything else, e.g. an ONNX Runtime wrapper)."""
+    for t in (getattr(model, "parameters", lambda: iter(()))(), getattr(model, "buffers", lambda: iter(()))()):
+        for x in t:
+            return x.device
+    return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -61,7 +70,10 @@ def verify_export(ir, out, fmt: str, n_tokens: int = 32) -> dict:
     """Check a written artifact against the in-memory quantized model it came from."""
     from .runtime.reference import build_model, build_tokenizer
 
-    ref = build_model(ir)
+    # both torch models on the GPU when there is one (same math, so the same results); ONNX Runtime
+    # runs on the CPU here, so its reference does too
+    device = "cuda" if fmt != "onnx" and torch.cuda.is_available() else "cpu"
+    ref = build_model(ir, device)
     tok = build_tokenizer(ir)
     if fmt == "onnx":
         from .ort import OrtCausalLM
@@ -70,7 +82,7 @@ def verify_export(ir, out, fmt: str, n_tokens: int = 32) -> dict:
     else:
         from .formats import read_artifact
 
-        got = build_model(read_artifact(out))
+        got = build_model(read_artifact(out), device)
     res = compare_models(got, ref, tok, n_tokens)
     res["tolerance"] = TOLERANCE[fmt]
     res["ok"] = bool(res["greedy_identical"] and res["max_rel_logit_err"] <= TOLERANCE[fmt])
