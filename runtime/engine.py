@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from ..errors import FormatError, UnsupportedModelError
 from ..ir import LiftedLinear, QuantizedModel
-from .triton_linear import torch_prologue
+from .triton_linear import TritonLiftGroup, rms_norm, torch_prologue
 
 ENGINE_TYPES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
 GROUPS = {
@@ -61,8 +61,6 @@ class DenseGroup(nn.Module):
 
 def lifted_groups(ir: QuantizedModel, device) -> dict[str, nn.Module]:
     """{"model.layers.{i}.{group}": TritonLiftGroup} for every block of a LiftQuant IR."""
-    from .triton_linear import TritonLiftGroup
-
     out = {}
     for i in range(ir.config["num_hidden_layers"]):
         for g, names in GROUPS.items():
@@ -140,9 +138,6 @@ class DecoderEngine:
         self.key_pos = torch.arange(max_len, device=self.device)
         self.graph = None
 
-    def _rms(self, x, w):
-        return (F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps) * w.float()).to(self.dtype)
-
     @torch.no_grad()
     def forward(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Logits (float32) of the last position; ids [batch, T] at cache positions pos [T]."""
@@ -156,7 +151,7 @@ class DecoderEngine:
             k = k.view(B, T, self.KVH, self.hd).transpose(1, 2)
             v = v.view(B, T, self.KVH, self.hd).transpose(1, 2)
             if self.q_norm is not None:
-                q, k = self._rms(q, self.q_norm[i]), self._rms(k, self.k_norm[i])
+                q, k = rms_norm(q, self.q_norm[i], self.eps), rms_norm(k, self.k_norm[i], self.eps)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             kc, vc = self.k_cache[i], self.v_cache[i]
@@ -166,7 +161,7 @@ class DecoderEngine:
             (x,) = grp["attn_out"](a.transpose(1, 2).reshape(B, T, self.H * self.hd), residual=x)
             (gu,) = grp["mlp_in"](x, rms=(self.ln_post[i], self.eps), split=False)  # [gate | up]
             (x,) = grp["mlp_out"](gu, glu=True, residual=x)
-        h = self._rms(x[:, -1], self.norm)
+        h = rms_norm(x[:, -1], self.norm, self.eps)
         return F.linear(h, self.lm_head).float()
 
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:

@@ -4,12 +4,11 @@
 concatenated along the output dimension (q/k/v become one GEMV), in the K-major word layout the
 kernels read. ``forward(x)`` returns one output per linear.
 
-fp16/bf16 activations (the GPU runtime): up to 4 tokens (decode) take ``DECODE_ROUTE``: "table"
-(transform straight to 4-bit tables -> split-K table GEMV + reduction) or "planes"; more tokens
-(prefill) take transform -> u in bit-plane order, in the activation dtype -> ``gemm_planes``
-(codes decoded to +-1 in registers, tensor cores).
-float32 activations (reference-grade, e.g. on the CPU): up to ``lut_max_tokens`` tokens take the
-table route (4-bit tables, fp32 throughout), more take ``gemm_mma`` with IEEE float32 dots.
+Up to 4 tokens with float32 activations, or with ``DECODE_ROUTE`` "table": transform straight to
+4-bit tables -> split-K table GEMV + reduction (fp32 throughout). Otherwise (the GPU runtime's
+fp16/bf16 default, and prefill): transform -> u in bit-plane order in the activation dtype ->
+``gemm_planes`` (codes decoded to +-1 in registers, tensor cores; IEEE dots for float32). RMSNorm or
+SwiGLU before the transform and the residual add after the GEMV are fused on both routes.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ from ..ir import LiftedLinear, LiftTransform
 from ..kernels.triton import lift_linear as K
 from ..transform import fused_factors
 
-#: float32 activations: token counts up to this take the table GEMV.
-LUT_MAX_TOKENS = 4
+#: token counts up to this can take the table route (gemv_lut_split's limit)
+TABLE_MAX_TOKENS = 4
 #: gemm_planes launch settings: (token tile, wide output) -> settings; best of bench/gpu_gemv.py --sweep
 #: on the H100 (8192x8192 and 28672x8192, M = 1 and 16).
 PLANES_CFG = {(16, False): dict(BN=64, BM=16, BKW=16, num_warps=4, num_stages=4),
@@ -42,7 +41,7 @@ def planes_cfg(M: int, N: int) -> dict:
 
 
 class TritonLiftGroup(nn.Module):
-    def __init__(self, lins: list[LiftedLinear], tf: LiftTransform, device="cuda", lut_max_tokens: int = LUT_MAX_TOKENS):
+    def __init__(self, lins: list[LiftedLinear], tf: LiftTransform, device="cuda"):
         super().__init__()
         if not lins:
             raise ValueError("TritonLiftGroup needs at least one linear")
@@ -51,7 +50,6 @@ class TritonLiftGroup(nn.Module):
         self.KW = -(-self.K // 32)
         self.splits = [lin.out_features for lin in lins]
         self.N = sum(self.splits)
-        self.lut_max_tokens = lut_max_tokens
         self.fused_tables = R.shape[1] % K.GROUP == 0
         inv = torch.ones(tf.n, dtype=torch.float64) if tf.s1 is None else 1.0 / tf.s1.double()
         dev = torch.device(device)
@@ -99,8 +97,7 @@ class TritonLiftGroup(nn.Module):
         """Outputs of the group's linears for x [..., in_features] (split=False: one concatenated output).
 
         rms=(weight, eps): RMSNorm x first; glu: x is [..., 2 * in_features] = [gate | up] and the
-        input is SiLU(gate) * up; residual: added to the (single) output. Fused into the kernels on
-        the fp16/bf16 route."""
+        input is SiLU(gate) * up; residual: added to the (single) output. All fused into the kernels."""
         lead = x.shape[:-1]
         width = 2 * self.in_features if glu else self.in_features
         x2 = x.reshape(-1, width)
@@ -113,27 +110,17 @@ class TritonLiftGroup(nn.Module):
                 raise ValueError("residual applies to a group with one linear")
             res2 = residual.reshape(M, self.N)
         y = torch.empty(M, self.N, dtype=x.dtype, device=x.device)
-        if x.dtype in (torch.float16, torch.bfloat16) and M <= 4 and DECODE_ROUTE == "table":
+        if M <= TABLE_MAX_TOKENS and (x.dtype == torch.float32 or DECODE_ROUTE == "table"):
             tabs = self._tables(x2, M, rms, glu)
             S = -(-self.KW // TABLE_CFG["SW"])
             part = self._workspace("part", (S * M * self.N,), torch.float32, x.device)
             K.gemv_lut_split(tabs, self.words, self.scales, self.bias, y, residual=res2, part=part, **TABLE_CFG)
-            return self._split(y, lead, split)
-        if x.dtype in (torch.float16, torch.bfloat16):
+        else:
             shape = (M, self.KW * 32)
             u = (self._workspace("planes", shape, x.dtype, x.device) if M <= 16
                  else torch.zeros(shape, dtype=x.dtype, device=x.device))
             K.transform(x2, self.inv_s1, self.L, self.R, self.in_features, u, planes=True, rms=rms, glu=glu)
             K.gemm_planes(u, self.words, self.scales, self.bias, y, residual=res2, **planes_cfg(M, self.N))
-            return self._split(y, lead, split)
-        x2 = torch_prologue(x2, rms, glu, self.in_features)
-        if M <= self.lut_max_tokens:
-            K.gemv_lut(self._tables(x2, M), self.words, self.scales, self.bias, y)
-        else:
-            u = self.lifted(x2, x.dtype)
-            K.gemm_mma(u, self.K, self.words, self.scales, self.bias, y)
-        if res2 is not None:
-            y += res2
         return self._split(y, lead, split)
 
     def _split(self, y, lead, split):
@@ -142,10 +129,15 @@ class TritonLiftGroup(nn.Module):
         return tuple(o.reshape(*lead, o.shape[-1]) for o in y.split(self.splits, dim=-1))
 
 
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dim in float32 math, returned in x's dtype."""
+    return (F.rms_norm(x.float(), (x.shape[-1],), eps=eps) * w.float()).to(x.dtype)
+
+
 def torch_prologue(x: torch.Tensor, rms=None, glu: bool = False, in_features: int | None = None) -> torch.Tensor:
     """The input transformations the kernels fuse, in torch: RMSNorm (float32 math) or SiLU(gate) * up."""
     if rms is not None:
-        x = (F.rms_norm(x.float(), (x.shape[-1],), eps=rms[1]) * rms[0].float()).to(x.dtype)
+        x = rms_norm(x, *rms)
     if glu:
         g, u = x.float().split(in_features, dim=-1)
         x = (F.silu(g) * u).to(x.dtype)

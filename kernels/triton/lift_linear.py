@@ -7,16 +7,14 @@ The layer computes y = s * (Q u) + bias with u = L X~ R (spec/container.md secti
   4-bit lookup tables directly (see ``table_factor``).
 * ``tables``: T[b, p, c] = sum_i (2 bit_i(c) - 1) u[4p + i] for layers whose groups of four lifted
   values cross rows of U (nb*D not a multiple of 4), where the fused route does not apply.
-* ``gemv_lut`` / ``gemv_lut_split`` (few tokens): a row's result is sum_p T[p, nibble_p(row)], one
-  cached gather and one add per four weights. Codes are read as 32-bit words in a K-major layout
-  (word kw of every row contiguous: ``kmajor_words``), so a warp's loads are coalesced and its
-  gathers at one word position hit one 64-byte table line. The split version gives each program one
-  K slice (its tables stay in L1) and a run of rows, then ``_reduce_parts_kernel`` sums the slices
-  with scale, bias and an optional residual.
-* ``gemm_planes`` (decode batches, prefill): each 32-bit word is decoded in registers to 16 pairs of
-  fp16/bf16 +-1 values (bits j and j + 16: one shift and one LOP3 per pair, inline PTX on the GPU)
-  and fed to the tensor cores against u stored in the matching bit-plane order.
-* ``gemm_mma``: the float32 (IEEE dot) variant for float32 activations with many tokens.
+* ``gemv_lut_split`` (1-4 tokens): a row's result is sum_p T[p, nibble_p(row)], one cached gather
+  and one add per four weights. Codes are read as 32-bit words in a K-major layout (word kw of every
+  row contiguous: ``kmajor_words``), so a warp's loads are coalesced and its gathers at one word
+  position hit one 64-byte table line. Each program takes one K slice (its tables stay in L1) and a
+  run of rows; ``_reduce_parts_kernel`` sums the slices with scale, bias and an optional residual.
+* ``gemm_planes`` (any token count): each 32-bit word is decoded in registers to 16 pairs of +-1
+  values (bits j and j + 16; for fp16/bf16 one shift and one LOP3 per pair, inline PTX on the GPU)
+  and fed to ``tl.dot`` against u stored in the matching bit-plane order (IEEE dots for float32).
 
 All kernels apply the per-row scale and bias in the epilogue and store in the output's dtype.
 """
@@ -128,65 +126,8 @@ def _tables_kernel(u_ptr, t_ptr, K, P, stride_ub, stride_tb, BP: tl.constexpr):
 
 
 @triton.jit
-def _gemv_lut_kernel(
-    t_ptr, w_ptr, s_ptr, bias_ptr, y_ptr,
-    N, KW, stride_tb, stride_yb,
-    HAS_BIAS: tl.constexpr, BN: tl.constexpr, BW: tl.constexpr,
-):
-    pid_n = tl.program_id(0)
-    b = tl.program_id(1)
-    rows = pid_n * BN + tl.arange(0, BN)
-    rmask = rows < N
-    acc = tl.zeros((BW, BN), dtype=tl.float32)
-    tb = t_ptr + b * stride_tb
-    for kw0 in range(0, KW, BW):
-        kw = kw0 + tl.arange(0, BW)
-        km = kw < KW
-        w = tl.load(w_ptr + kw[:, None] * N + rows[None, :], mask=km[:, None] & rmask[None, :], other=0)
-        base = tb + kw[:, None] * 128
-        for j in tl.static_range(8):
-            nib = (w >> (4 * j)) & 15
-            acc += tl.load(base + (16 * j) + nib, mask=km[:, None], other=0.0)
-    y = tl.sum(acc, axis=0) * tl.load(s_ptr + rows, mask=rmask, other=0.0)
-    if HAS_BIAS:
-        y += tl.load(bias_ptr + rows, mask=rmask, other=0.0)
-    tl.store(y_ptr + b * stride_yb + rows, y, mask=rmask)
-
-
-@triton.jit
-def _gemm_mma_kernel(
-    u_ptr, w_ptr, s_ptr, bias_ptr, y_ptr,
-    M, N, K, KW, stride_um, stride_ym,
-    HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BW: tl.constexpr, IEEE: tl.constexpr,
-):
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    rows = pid_n * BN + tl.arange(0, BN)
-    toks = pid_m * BM + tl.arange(0, BM)
-    rmask = rows < N
-    tmask = toks < M
-    bitpos = tl.arange(0, 32)
-    acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for kw0 in range(0, KW, BW):
-        kw = kw0 + tl.arange(0, BW)
-        w = tl.load(w_ptr + kw[:, None] * N + rows[None, :], mask=(kw[:, None] < KW) & rmask[None, :], other=0)
-        kk = kw0 * 32 + tl.arange(0, BW * 32)
-        uv = tl.load(u_ptr + toks[:, None] * stride_um + kk[None, :], mask=tmask[:, None] & (kk[None, :] < K), other=0.0)
-        bits = (w[:, None, :] >> bitpos[None, :, None]) & 1
-        q = tl.reshape((bits * 2 - 1).to(tl.float32).to(uv.dtype), (BW * 32, BN))
-        if IEEE:
-            acc += tl.dot(uv, q, input_precision="ieee")
-        else:
-            acc += tl.dot(uv, q)
-    y = acc * tl.load(s_ptr + rows, mask=rmask, other=0.0)[None, :]
-    if HAS_BIAS:
-        y += tl.load(bias_ptr + rows, mask=rmask, other=0.0)[None, :]
-    tl.store(y_ptr + toks[:, None] * stride_ym + rows[None, :], y, mask=tmask[:, None] & rmask[None, :])
-
-
-@triton.jit
-def _signs_pair(w, J: tl.constexpr, USE_ASM: tl.constexpr, BF16: tl.constexpr):
-    """+-1 of bits J and J + 16 of each word, in the activation dtype (two PTX ops per pair on the GPU)."""
+def _signs_pair(w, J: tl.constexpr, USE_ASM: tl.constexpr, BF16: tl.constexpr, F32: tl.constexpr):
+    """+-1 of bits J and J + 16 of each word, in u's dtype (fp16/bf16: two PTX ops per pair on the GPU)."""
     if USE_ASM:
         sh = tl.full(w.shape, 15 - J, tl.int32)
         if BF16:
@@ -198,7 +139,7 @@ def _signs_pair(w, J: tl.constexpr, USE_ASM: tl.constexpr, BF16: tl.constexpr):
                 asm="{ .reg .b32 t, r; shl.b32 t, $2, $3; lop3.b32 r, t, 0x80008000, 0xBC00BC00, 0x6A; mov.b32 {$0, $1}, r; }",
                 constraints="=h,=h,r,r", args=[w, sh], dtype=(tl.float16, tl.float16), is_pure=True, pack=1)
     else:
-        dt = tl.bfloat16 if BF16 else tl.float16
+        dt = tl.float32 if F32 else (tl.bfloat16 if BF16 else tl.float16)
         lo = (((w >> J) & 1) * 2 - 1).to(tl.float32).to(dt)
         hi = (((w >> (J + 16)) & 1) * 2 - 1).to(tl.float32).to(dt)
     return lo, hi
@@ -209,7 +150,7 @@ def _gemm_planes_kernel(
     u_ptr, w_ptr, s_ptr, bias_ptr, y_ptr, res_ptr,
     M, N, KW, stride_um, stride_ym, stride_rm,
     HAS_BIAS: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, BKW: tl.constexpr,
-    USE_ASM: tl.constexpr, BF16: tl.constexpr, HAS_RES: tl.constexpr,
+    USE_ASM: tl.constexpr, BF16: tl.constexpr, F32: tl.constexpr, HAS_RES: tl.constexpr,
 ):
     """y[m, n] = s[n] * sum_k sign(n, k) u[m, k] + bias[n]; u in bit-plane order [16][KW][2]."""
     pid_n = tl.program_id(0)
@@ -224,11 +165,14 @@ def _gemm_planes_kernel(
         w = tl.load(w_ptr + kw[None, :] * N + rows[:, None], mask=rmask[:, None] & (kw[None, :] < KW), other=0)
         kk = kw0 * 2 + tl.arange(0, 2 * BKW)
         for j in tl.static_range(16):
-            lo, hi = _signs_pair(w, j, USE_ASM, BF16)
+            lo, hi = _signs_pair(w, j, USE_ASM, BF16, F32)
             a = tl.reshape(tl.join(lo, hi), (BN, 2 * BKW))
             ub = tl.load(u_ptr + toks[None, :] * stride_um + (j * KW * 2 + kk[:, None]),
                          mask=tmask[None, :] & (kk[:, None] < 2 * KW), other=0.0)
-            acc += tl.dot(a, ub)
+            if F32:  # float32 activations: exact float32 products
+                acc += tl.dot(a, ub, input_precision="ieee")
+            else:
+                acc += tl.dot(a, ub)
     y = acc * tl.load(s_ptr + rows, mask=rmask, other=0.0)[:, None]
     if HAS_BIAS:
         y += tl.load(bias_ptr + rows, mask=rmask, other=0.0)[:, None]
@@ -342,46 +286,21 @@ def _check_gemv(words, scales, bias, y, N: int, rows_in: int):
     _check(y.dim() == 2 and y.shape == (rows_in, N) and y.stride(1) == 1, f"y must be [{rows_in}, {N}]")
 
 
-def gemv_lut(tabs, words, scales, bias, y, *, BN=64, BW=8, num_warps=4):
-    """y [B, N] = scales * sum_p tabs[b, p, nibble_p] + bias (tabs [B, >= KW*128], zero past the last group)."""
-    KW, N = words.shape
-    _check_gemv(words, scales, bias, y, N, tabs.shape[0])
-    _check(tabs.dim() == 2 and tabs.shape[1] >= KW * 128 and tabs.dtype == torch.float32, "tables too short or not fp32")
-    if tabs.shape[0]:
-        _gemv_lut_kernel[(triton.cdiv(N, BN), tabs.shape[0])](
-            tabs, words, scales, bias if bias is not None else scales, y, N, KW, tabs.stride(0), y.stride(0),
-            HAS_BIAS=bias is not None, BN=BN, BW=BW, num_warps=num_warps)
-    return y
-
-
-def gemm_mma(u, K: int, words, scales, bias, y, *, BM=16, BN=64, BW=2, num_warps=4, num_stages=3):
-    """y [M, N] = scales * (u[:, :K] @ Q^T) + bias with Q decoded from K-major words.
-
-    u fp16/bf16 runs on the tensor cores; float32 u uses IEEE float32 dots (exact, slower)."""
-    KW, N = words.shape
-    _check_gemv(words, scales, bias, y, N, u.shape[0])
-    _check(u.dim() == 2 and u.shape[1] >= K and KW == -(-K // 32)
-           and u.dtype in (torch.float16, torch.bfloat16, torch.float32),
-           "u must be fp16/bf16/fp32 [M, >= K] matching the codes")
-    M = u.shape[0]
-    if M:
-        grid = (triton.cdiv(N, BN), triton.cdiv(M, BM))
-        _gemm_mma_kernel[grid](u, words, scales, bias if bias is not None else scales, y, M, N, K, KW,
-                               u.stride(0), y.stride(0), HAS_BIAS=bias is not None, BM=BM, BN=BN, BW=BW,
-                               IEEE=u.dtype == torch.float32, num_warps=num_warps, num_stages=num_stages)
-    return y
-
-
 def gemm_planes(u, words, scales, bias, y, *, residual=None, BN=64, BM=16, BKW=16, num_warps=4, num_stages=3,
                 use_asm=None):
-    """y [M, N] = scales * (Q u) + bias (+ residual [M, N]); u fp16/bf16 [M, 32 * KW] in bit-plane order."""
+    """y [M, N] = scales * (Q u) + bias (+ residual [M, N]); u [M, 32 * KW] in bit-plane order.
+
+    fp16/bf16 u runs on the tensor cores; float32 u uses IEEE float32 dots (exact, slower)."""
     KW, N = words.shape
     _check_gemv(words, scales, bias, y, N, u.shape[0])
     _check(residual is None or (residual.shape == y.shape and residual.stride(1) == 1), f"residual must be [M, {N}]")
-    _check(u.dim() == 2 and u.shape[1] == 32 * KW and u.dtype in (torch.float16, torch.bfloat16) and u.stride(1) == 1,
-           f"u must be fp16/bf16 [M, {32 * KW}] in bit-plane order, got {u.dtype} {list(u.shape)}")
+    _check(u.dim() == 2 and u.shape[1] == 32 * KW and u.stride(1) == 1
+           and u.dtype in (torch.float16, torch.bfloat16, torch.float32),
+           f"u must be fp16/bf16/fp32 [M, {32 * KW}] in bit-plane order, got {u.dtype} {list(u.shape)}")
+    f32 = u.dtype == torch.float32
     if use_asm is None:
         use_asm = u.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1"
+    use_asm = use_asm and not f32
     M = u.shape[0]
     if M:
         grid = (triton.cdiv(N, BN), triton.cdiv(M, BM))
@@ -389,16 +308,17 @@ def gemm_planes(u, words, scales, bias, y, *, residual=None, BN=64, BM=16, BKW=1
                                   residual if residual is not None else y, M, N, KW, u.stride(0), y.stride(0),
                                   residual.stride(0) if residual is not None else 0,
                                   HAS_BIAS=bias is not None, BN=BN, BM=BM, BKW=BKW, USE_ASM=use_asm,
-                                  BF16=u.dtype == torch.bfloat16, HAS_RES=residual is not None,
+                                  BF16=u.dtype == torch.bfloat16, F32=f32, HAS_RES=residual is not None,
                                   num_warps=num_warps, num_stages=num_stages)
     return y
 
 
 def gemv_lut_split(tabs, words, scales, bias, y, *, residual=None, part=None, SW=32, BN=64, chunks=None,
                    num_warps=4):
-    """gemv_lut with the K dimension split into slices of SW words (tables of a slice stay in L1) and a
-    reduction kernel; up to 4 tokens share one pass over the codes. part: optional float32 workspace
-    [ceil(KW / SW) * M * N]."""
+    """y [M, N] = scales * sum_p tabs[m, p, nibble_p] + bias (+ residual) for 1 to 4 tokens sharing one pass
+    over the codes; tabs [M, >= KW * 128] float32, zero past the last group. The K dimension is split
+    into slices of SW words (a slice's tables stay in L1); a reduction kernel sums the slices.
+    part: optional float32 workspace [ceil(KW / SW) * M * N]."""
     KW, N = words.shape
     M = tabs.shape[0]
     _check_gemv(words, scales, bias, y, N, M)

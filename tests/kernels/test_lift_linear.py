@@ -52,7 +52,7 @@ def test_kmajor_words_bit_order():
 @pytest.mark.parametrize("M", [1, 3, 7])
 def test_group_matches_fp64_reference(D, d, inf, M):
     tf, lins = random_group(D, d, inf, [40, 24], seed=D * 100 + d + M)
-    mod = TritonLiftGroup(lins, tf, device="cpu", lut_max_tokens=4)
+    mod = TritonLiftGroup(lins, tf, device="cpu")
     assert mod.fused_tables == ((tf.lifted // tf.n1) % 4 == 0)
     x = torch.randn(2, M, inf)
     ys = mod(x)
@@ -66,7 +66,7 @@ def test_group_matches_fp64_reference(D, d, inf, M):
 @pytest.mark.parametrize("dtype", [torch.float16])
 def test_mma_path_low_precision(dtype):
     tf, lins = random_group(24, 10, 70, [48], seed=3, s1=False, bias=False)
-    mod = TritonLiftGroup(lins, tf, device="cpu", lut_max_tokens=1)
+    mod = TritonLiftGroup(lins, tf, device="cpu")
     x = torch.randn(9, 70)
     (y,) = mod(x.to(dtype))
     assert y.dtype == dtype
@@ -82,10 +82,12 @@ def test_table_and_mma_agree_and_write_every_output():
     ref = reference(x, tf, lins[0])
     y2 = torch.full((2, 37), float("nan"))
     y2m = torch.full((2, 37), float("nan"))
-    K.gemm_mma(u, mod.K, mod.words, mod.scales, mod.bias, y2m)
+    up = torch.zeros(2, mod.KW * 32)
+    K.transform(x, mod.inv_s1, mod.L, mod.R, 70, up, planes=True)
+    K.gemm_planes(up, mod.words, mod.scales, mod.bias, y2m)
     tabs = torch.zeros(2, mod.KW * 128)
     K.tables(u, mod.K, tabs)
-    K.gemv_lut(tabs, mod.words, mod.scales, mod.bias, y2)
+    K.gemv_lut_split(tabs, mod.words, mod.scales, mod.bias, y2)
     for y in (y2, y2m):
         assert torch.isfinite(y).all() and rel(y, ref) < 2e-5
 
@@ -96,9 +98,9 @@ def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError, match="x must be"):
         K.transform(torch.randn(2, 71), mod.inv_s1, mod.L, mod.R, 70, torch.empty(2, mod.K))
     with pytest.raises(ValueError, match="codes must be K-major"):
-        K.gemv_lut(torch.zeros(1, mod.KW * 128), mod.words.t(), mod.scales, None, torch.empty(1, 16))
+        K.gemv_lut_split(torch.zeros(1, mod.KW * 128), mod.words.t(), mod.scales, None, torch.empty(1, 16))
     with pytest.raises(ValueError, match="tables too short"):
-        K.gemv_lut(torch.zeros(1, 8), mod.words, mod.scales, None, torch.empty(1, 16))
+        K.gemv_lut_split(torch.zeros(1, 8), mod.words, mod.scales, None, torch.empty(1, 16))
     with pytest.raises(ValueError, match="codes must be uint8"):
         K.kmajor_words(torch.zeros(3, 2, dtype=torch.uint8), 70)
 
