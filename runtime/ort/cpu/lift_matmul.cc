@@ -93,6 +93,25 @@ std::string LiftMatMul::CheckShapes(const std::vector<int64_t>& xs, const std::v
   return "";
 }
 
+std::string LiftMatMul::Start(const Ort::Custom::Tensor<float>& X, const Ort::Custom::Tensor<uint8_t>& codes,
+                              const Ort::Custom::Tensor<Ort::Float16_t>& scales,
+                              const Ort::Custom::Tensor<Ort::Float16_t>& M, const Ort::Custom::Tensor<Ort::Float16_t>& a,
+                              const Ort::Custom::Tensor<Ort::Float16_t>& b, const Ort::Custom::Tensor<Ort::Float16_t>& s1,
+                              const Ort::Custom::Tensor<Ort::Float16_t>& bias, Ort::Custom::Tensor<float>& Y,
+                              int64_t& T, float*& y) const {
+  if (!attr_error_.empty()) return attr_error_;
+  const auto& xs = X.Shape();
+  const std::string err =
+      CheckShapes(xs, codes.Shape(), scales.Shape(), M.Shape(), a.Shape(), b.Shape(), s1.Shape(), bias.Shape());
+  if (!err.empty()) return "LiftMatMul: " + err;
+  T = 1;
+  for (size_t i = 0; i + 1 < xs.size(); ++i) T *= xs[i];
+  std::vector<int64_t> ys(xs.begin(), xs.end());
+  ys.back() = out_;
+  y = Y.Allocate(ys);
+  return "";
+}
+
 std::string LiftMatMul::BuildPrepared(const Ort::Float16_t* M, const Ort::Float16_t* a, const Ort::Float16_t* b,
                                       const Ort::Float16_t* s1, const Ort::Float16_t* scales,
                                       const Ort::Float16_t* bias, Prepared& p) const {
@@ -148,20 +167,11 @@ Ort::Status LiftMatMul::Compute(OrtKernelContext* ctx, const Ort::Custom::Tensor
                                 const Ort::Custom::Tensor<Ort::Float16_t>& s1,
                                 const Ort::Custom::Tensor<Ort::Float16_t>& bias, Ort::Custom::Tensor<float>& Y) {
   try {
-    if (!attr_error_.empty()) return Ort::Status(attr_error_.c_str(), ORT_INVALID_ARGUMENT);
-    const auto& xs = X.Shape();
     auto bad = [](const std::string& m) { return Ort::Status(("LiftMatMul: " + m).c_str(), ORT_INVALID_ARGUMENT); };
-    const std::string shape_err = CheckShapes(xs, codes.Shape(), scales.Shape(), M.Shape(), a.Shape(), b.Shape(),
-                                              s1.Shape(), bias.Shape());
-    if (!shape_err.empty()) return bad(shape_err);
-    int64_t T = 1;
-    for (size_t i = 0; i + 1 < xs.size(); ++i) {
-      if (xs[i] < 0) return bad("negative dimension in X");
-      T *= xs[i];
-    }
-    std::vector<int64_t> ys(xs.begin(), xs.end());
-    ys.back() = out_;
-    float* y = Y.Allocate(ys);
+    int64_t T = 0;
+    float* y = nullptr;
+    const std::string start_err = Start(X, codes, scales, M, a, b, s1, bias, Y, T, y);
+    if (!start_err.empty()) return Ort::Status(start_err.c_str(), ORT_INVALID_ARGUMENT);
     if (T == 0) return Ort::Status{nullptr};
     const float* x = X.Data();
     const uint8_t* cd = codes.Data();

@@ -53,6 +53,13 @@ struct LiftMatMul {
                           const std::vector<int64_t>& scales, const std::vector<int64_t>& M,
                           const std::vector<int64_t>& a, const std::vector<int64_t>& b,
                           const std::vector<int64_t>& s1, const std::vector<int64_t>& bias) const;
+  // Attribute and shape checks, then Y = X.shape[:-1] + [out_features] allocated and T = rows of X.
+  // "" or the whole error message (the attribute error first).
+  std::string Start(const Ort::Custom::Tensor<float>& X, const Ort::Custom::Tensor<uint8_t>& codes,
+                    const Ort::Custom::Tensor<Ort::Float16_t>& scales, const Ort::Custom::Tensor<Ort::Float16_t>& M,
+                    const Ort::Custom::Tensor<Ort::Float16_t>& a, const Ort::Custom::Tensor<Ort::Float16_t>& b,
+                    const Ort::Custom::Tensor<Ort::Float16_t>& s1, const Ort::Custom::Tensor<Ort::Float16_t>& bias,
+                    Ort::Custom::Tensor<float>& Y, int64_t& T, float*& y) const;
   // Float32 factors (L, R, 1/s1, scales, bias) from host copies of the constant inputs; "" or the error.
   std::string BuildPrepared(const Ort::Float16_t* M, const Ort::Float16_t* a, const Ort::Float16_t* b,
                             const Ort::Float16_t* s1, const Ort::Float16_t* scales, const Ort::Float16_t* bias,

@@ -48,17 +48,12 @@ Ort::Status LiftMatMulCuda::Compute(OrtKernelContext* ctx, const Ort::Custom::Te
                                     const Ort::Custom::Tensor<Ort::Float16_t>& bias, Ort::Custom::Tensor<float>& Y) {
   try {
     auto bad = [](const std::string& m) { return Ort::Status(("LiftMatMul: " + m).c_str(), ORT_INVALID_ARGUMENT); };
-    if (!attr_error_.empty()) return Ort::Status(attr_error_.c_str(), ORT_INVALID_ARGUMENT);
-    if (lut_bits_ != 0) return bad("lut_bits=8 is a CPU mode; the CUDA kernel computes the exact float32 path only");
-    const auto& xs = X.Shape();
-    const std::string err = CheckShapes(xs, codes.Shape(), scales.Shape(), M.Shape(), a.Shape(), b.Shape(), s1.Shape(),
-                                        bias.Shape());
-    if (!err.empty()) return bad(err);
-    int64_t T = 1;
-    for (size_t i = 0; i + 1 < xs.size(); ++i) T *= xs[i];
-    std::vector<int64_t> ys(xs.begin(), xs.end());
-    ys.back() = out_;
-    float* y = Y.Allocate(ys);
+    if (attr_error_.empty() && lut_bits_ != 0)
+      return bad("lut_bits=8 is a CPU mode; the CUDA kernel computes the exact float32 path only");
+    int64_t T = 0;
+    float* y = nullptr;
+    const std::string err = Start(X, codes, scales, M, a, b, s1, bias, Y, T, y);
+    if (!err.empty()) return Ort::Status(err.c_str(), ORT_INVALID_ARGUMENT);
     if (T == 0) return Ort::Status{nullptr};
     Ort::KernelContext kctx(ctx);
     auto st = static_cast<cudaStream_t>(kctx.GetGPUComputeStream());
