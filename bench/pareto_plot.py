@@ -28,7 +28,6 @@ def main():
     a = ap.parse_args()
     rows = []
     old = {r["run"]: r for r in json.loads((RES / "h100_example_runs.json").read_text())["runs"]}
-    abl = {r["variant"]: r for r in json.loads((RES / "h100_calib_ablation.json").read_text())["rows"]}
     s24 = old["s24"]
     kept = s24["file_bytes"] - LINEAR_WEIGHTS * s24["effective_bits"] / 8
 
@@ -37,20 +36,11 @@ def main():
 
     add("uniform", "2.0 (32/16)", old["s20"]["effective_bits"], old["s20"]["file_bytes"], old["s20"]["ppl"],
         "self-generated calibration with top_p 0.95 (the default before 2026-11-24)")
-    add("uniform", "2.4 (24/10)", s24["effective_bits"], s24["file_bytes"], abl["p1"]["ppl"], "default calibration")
-    if not (RES / "issue8_h100" / "res" / "uni30.json").is_file():
-        add("uniform", "3.0 (24/8)", old["s30"]["effective_bits"], old["s30"]["file_bytes"], old["s30"]["ppl"],
-            "self-generated calibration with top_p 0.95 (the default before 2026-11-24)")
-    new = RES / "issue8_h100" / "res"
-    for name, kind, label in (("uni30", "uniform", "3.0 (24/8)"), ("mixed24", "mixed", "mixed @ 2.4 size"),
-                              ("mixed30", "mixed", "mixed @ 3.0 size"), ("bud1", "mixed", "budget 147.5 MB"),
-                              ("bud3", "mixed", "budget 154.1 MB")):
-        f = new / f"{name}.json"
-        if not f.is_file():
-            continue
-        (r,) = json.loads(f.read_text())
-        if r.get("ppl") is not None:
-            add(kind, label, r["effective_bits"], r["file_bytes"], r["ppl"], r["args"])
+    new = RES / "issue8_mixed"  # one H100 call, 2026-11-24: uniform and mixed at the 2.4 and 3.0 sizes
+    for name, kind, label in (("uni24", "uniform", "2.4 (24/10)"), ("uni30", "uniform", "3.0 (24/8)"),
+                              ("mixed24", "mixed", "mixed @ 2.4 size"), ("mixed30", "mixed", "mixed @ 3.0 size")):
+        (r,) = json.loads((new / f"{name}.json").read_text())
+        add(kind, label, r["effective_bits"], r["file_bytes"], r["ppl"], r["args"])
     for label, bits, ppl in (("RTN4 g128", 4.271, 52.58), ("RTN3 g128", 3.271, 373.5), ("RTN2 g128", 2.271, 311628.0),
                              ("FP32", 32.0, 34.908)):
         add("baseline", label, bits, kept + LINEAR_WEIGHTS * bits / 8, ppl, "size computed")
