@@ -6,8 +6,11 @@ against the reference runtime.
 
 1. For N x K in {8192x8192, 28672x8192} at 24/10, batch 1: one LiftMatMul node on the CUDA EP (inputs
    and outputs bound on the GPU, median of 200 runs; the run overhead of a one-Add model is shown
-   beside it), checked against the CPU EP's exact kernel; the Triton layer (transform + GEMV, fp16,
-   one CUDA graph) on the same constants.
+   beside it), checked against the CPU EP's exact kernel; the op's cost per node in a graph of 16
+   such nodes (each its own weights, all reading X): (t16 - t1) / 15, which leaves out the
+   per-run overhead; a CUPTI profile (torch.profiler) of the single-node runs: GPU time of each
+   kernel and CUDA API call per run; the Triton layer (transform + GEMV, fp16, one CUDA graph) on the
+   same constants.
 2. With --lqt/--onnx-dir: the exported decoder on the CUDA EP vs the float32 reference runtime on
    the same IR: max relative logit error and greedy tokens (liftexport.verify.compare_models).
 """
@@ -46,12 +49,21 @@ def session(m: onnx.ModelProto, providers, custom=True, strict=True):
     return ort.InferenceSession(m.SerializeToString(), so, providers=providers)
 
 
-def time_cuda(sess, x: np.ndarray, out_shape, reps=200) -> tuple[float, np.ndarray]:
+def bound(sess, x: np.ndarray, out_shape):
+    """An io binding with X and every output on the GPU; returns (binding, first output's OrtValue)."""
     xv = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
-    yv = ort.OrtValue.ortvalue_from_shape_and_type(out_shape, np.float32, "cuda", 0)
     io = sess.io_binding()
     io.bind_ortvalue_input("X", xv)
-    io.bind_ortvalue_output("Y", yv)
+    outs = []
+    for o in sess.get_outputs():
+        outs.append(ort.OrtValue.ortvalue_from_shape_and_type(out_shape, np.float32, "cuda", 0))
+        io.bind_ortvalue_output(o.name, outs[-1])
+    io._keep = (xv, outs)
+    return io, outs[0]
+
+
+def time_cuda(sess, x: np.ndarray, out_shape, reps=200) -> tuple[float, np.ndarray]:
+    io, yv = bound(sess, x, out_shape)
     for _ in range(10):
         sess.run_with_iobinding(io)
     io.synchronize_outputs()
@@ -62,6 +74,56 @@ def time_cuda(sess, x: np.ndarray, out_shape, reps=200) -> tuple[float, np.ndarr
         io.synchronize_outputs()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts) * 1e6, yv.numpy()
+
+
+def replicated(m: onnx.ModelProto, copies: int) -> onnx.ModelProto:
+    """The one-node model with `copies` LiftMatMul nodes on the same initializers, each reading X and
+    writing its own output (the CUDA op repacks its own copy of the codes, so no node finds another's
+    weights in L2)."""
+    m2 = onnx.ModelProto()
+    m2.CopyFrom(m)
+    node, out = m2.graph.node[0], m2.graph.output[0]
+    del m2.graph.node[:], m2.graph.output[:]
+    for i in range(copies):
+        n = onnx.NodeProto()
+        n.CopyFrom(node)
+        n.output[0] = f"Y{i}"
+        n.name = f"lift{i}"
+        m2.graph.node.append(n)
+        o = onnx.ValueInfoProto()
+        o.CopyFrom(out)
+        o.name = f"Y{i}"
+        m2.graph.output.append(o)
+    return m2
+
+
+def cupti_profile(sess, x, out_shape, runs=20) -> dict:
+    """GPU kernels and CUDA API calls per single-node run, from a CUPTI trace (torch.profiler sees the
+    whole process, ORT's and the library's launches included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    io, _ = bound(sess, x, out_shape)
+    for _ in range(5):
+        sess.run_with_iobinding(io)
+    io.synchronize_outputs()
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(runs):
+                sess.run_with_iobinding(io)
+                io.synchronize_outputs()
+    except Exception as e:  # a profiler problem must not cost the timings
+        return {"error": repr(e)}
+    per_run = {}
+    for ev in prof.events():
+        dev_us = ev.device_time if hasattr(ev, "device_time") else ev.cuda_time
+        key = ev.name[:60]
+        k = per_run.setdefault(key, {"count": 0, "device_us": 0.0, "host_us": 0.0})
+        k["count"] += 1
+        k["device_us"] += dev_us
+        k["host_us"] += ev.cpu_time_total if not dev_us else 0.0
+    out = {k: {"per_run": v["count"] / runs, "device_us_per_run": round(v["device_us"] / runs, 2),
+               "host_us_per_run": round(v["host_us"] / runs, 2)} for k, v in per_run.items()}
+    return dict(sorted(out.items(), key=lambda kv: -(kv[1]["device_us_per_run"] + kv[1]["host_us_per_run"]))[:25])
 
 
 def add_model(K):
@@ -107,11 +169,20 @@ def kernels(rows):
         y_cpu = session(m, ["CPUExecutionProvider"]).run(None, {"X": x})[0]
         err = float(np.linalg.norm(y_cuda - y_cpu) / np.linalg.norm(y_cpu))
         t_add, _ = time_cuda(session(add_model(K), CUDA, custom=False), x, [1, K])
+        copies = 16
+        t_many, y_many = time_cuda(session(replicated(m, copies), CUDA), x, [1, N], reps=100)
+        per_node = (t_many - t_cuda) / (copies - 1)
+        prof = cupti_profile(session(m, CUDA), x, [1, N])
         t_tri, y_tri = triton_layer_us(m, x)
         err_tri = float(np.linalg.norm(y_tri - y_cpu) / np.linalg.norm(y_cpu))
-        r = dict(N=N, K=K, config="24/10", batch=1, ort_cuda_us=t_cuda, ort_add_us=t_add, triton_layer_us=t_tri,
-                 ratio=t_cuda / t_tri, rel_err_vs_cpu=err, triton_rel_err_vs_cpu=err_tri)
+        r = dict(N=N, K=K, config="24/10", batch=1, ort_cuda_us=t_cuda, ort_add_us=t_add,
+                 ort_per_node_us=per_node, ort_16_nodes_us=t_many, triton_layer_us=t_tri,
+                 ratio=t_cuda / t_tri, ratio_per_node=per_node / t_tri, rel_err_vs_cpu=err,
+                 rel_err_16_nodes=float(np.linalg.norm(y_many - y_cpu) / np.linalg.norm(y_cpu)),
+                 triton_rel_err_vs_cpu=err_tri)
         rows.append(r)
+        print(json.dumps(prof, indent=0), flush=True)
+        r["cupti"] = prof
         print(json.dumps(r), flush=True)
 
 
@@ -147,10 +218,11 @@ def main():
                kernels=rows)
     if a.lqt and a.onnx_dir:
         out["model"] = model_check(a.lqt, a.onnx_dir)
-    print(f"\n{'N x K':>12} {'ORT CUDA us':>12} {'(Add run)':>10} {'Triton us':>10} {'ratio':>6} {'err':>8}")
+    print(f"\n{'N x K':>12} {'ORT run us':>11} {'(Add run)':>10} {'per node':>9} {'Triton us':>10} {'ratio':>6} "
+          f"{'ratio/node':>10} {'err':>8}")
     for r in rows:
-        print(f"{r['N']:>6}x{r['K']:<5} {r['ort_cuda_us']:12.1f} {r['ort_add_us']:10.1f} {r['triton_layer_us']:10.1f} "
-              f"{r['ratio']:6.2f} {r['rel_err_vs_cpu']:8.1e}")
+        print(f"{r['N']:>6}x{r['K']:<5} {r['ort_cuda_us']:11.1f} {r['ort_add_us']:10.1f} {r['ort_per_node_us']:9.1f} "
+              f"{r['triton_layer_us']:10.1f} {r['ratio']:6.2f} {r['ratio_per_node']:10.2f} {r['rel_err_vs_cpu']:8.1e}")
     with open(a.json, "w") as f:
         json.dump(out, f, indent=1)
 

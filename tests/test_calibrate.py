@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
+import torch
 import transformers
 
 from liftexport.calibrate import self_generated, text_windows
@@ -32,8 +35,33 @@ def test_random_first_token_is_ordinary_vocabulary(tiny_llama):
     assert not any(int(x) in special for x in t[:, 1]) and len(set(t[:, 1].tolist())) > 1
 
 
+@pytest.mark.parametrize("chat", [False, True])
+def test_prompted_rows_keep_their_prompt_and_match_unpadded_sampling(tiny_llama, chat):
+    """first="prompts": left-padded batches give each row exactly what that row alone would give
+    (checked near-greedy, temperature 1e-4), prompt tokens first; seeded."""
+    from liftexport.calibrate import WRITING_PROMPTS, _prompt_ids
+
+    tok = _tokenizer()
+    if chat:
+        tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+    peaky = copy.deepcopy(tiny_llama)  # wide logit gaps: near-greedy picks do not hinge on rounding
+    with torch.no_grad():
+        peaky.lm_head.weight.mul_(100.0)
+    kw = dict(seed=3, first="prompts", temperature=1e-4, progress=False)
+    batched = self_generated(peaky, tok, 5, 40, batch=5, **kw)
+    alone = [self_generated(peaky, tok, 5, 40, batch=1, **kw)[i] for i in range(5)]
+    assert batched.shape == (5, 40)
+    diff = [(batched[i] != alone[i]).nonzero().flatten()[:3].tolist() for i in range(5)]
+    assert all(not d for d in diff), diff
+    prompts = [_prompt_ids(tok, p) for p in WRITING_PROMPTS]
+    starts = [[j for j, p in enumerate(prompts) if row[: min(len(p), 39)].tolist() == p[:39]] for row in batched]
+    assert all(starts) and len({tuple(s) for s in starts}) > 1  # each row starts with a prompt (cut to 39), not all one
+    other = self_generated(tiny_llama, tok, 5, 40, batch=5, seed=4, first="prompts", progress=False)
+    assert not (other == batched).all()
+
+
 def test_bad_first_and_short_text_are_clear_errors(tiny_llama, tmp_path):
-    with pytest.raises(ConfigError, match="first token"):
+    with pytest.raises(ConfigError, match="calibration start"):
         self_generated(tiny_llama, _tokenizer(), 1, 4, seed=0, first="middle", progress=False)
     f = tmp_path / "short.txt"
     f.write_text("only a few words")

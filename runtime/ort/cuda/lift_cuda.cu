@@ -39,46 +39,79 @@ __global__ void repack_kernel(const uint8_t* __restrict__ codes, uint32_t* __res
   packed[idx] = v;
 }
 
-// Z[t][i][c] = sum_q x~[t][i * n2 + q] R[q][c]
-__global__ void lift_right_kernel(const float* __restrict__ x, int64_t T, int64_t in, const float* __restrict__ s1inv,
-                                  const float* __restrict__ R, int64_t n1, int64_t n2, int64_t C, float* __restrict__ z) {
-  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (idx >= T * n1 * C) return;
-  const int64_t c = idx % C, i = (idx / C) % n1, t = idx / (C * n1);
-  const float* xr = x + t * in;
-  float a0 = 0.f, a1 = 0.f;
-  const int64_t f0 = i * n2;
-  const int64_t qn = min(n2, in - f0);  // columns of this row inside in_features (the rest is padding)
-  int64_t q = 0;
-  for (; q + 1 < qn; q += 2) {
-    a0 = fmaf(xr[f0 + q] * s1inv[f0 + q], R[q * C + c], a0);
-    a1 = fmaf(xr[f0 + q + 1] * s1inv[f0 + q + 1], R[(q + 1) * C + c], a1);
+// The transform is two small GEMMs per token, far too little work for one thread per output: a block
+// of 32 x kSplit threads owns 32 consecutive columns c of one row i of one token, each of the kSplit
+// thread rows sums every kSplit-th term (coalesced loads of R or Z across the 32 lanes, x~ and L
+// broadcast), and shared memory adds the kSplit partial sums. Grid: (ceil(C / 32), rows, tokens).
+constexpr int kSplit = 8;
+
+__device__ __forceinline__ float block_column_sum(float acc, float (*red)[33]) {
+  red[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  float s = 0.f;
+  if (threadIdx.y == 0) {
+#pragma unroll
+    for (int j = 0; j < kSplit; ++j) s += red[j][threadIdx.x];
   }
-  if (q < qn) a0 = fmaf(xr[f0 + q] * s1inv[f0 + q], R[q * C + c], a0);
-  z[idx] = a0 + a1;
+  return s;
 }
 
-// u[t][i * C + c] = sum_k L[i][k] Z[t][k][c] for i * C + c < n1 * C, zeros up to ustride.
-__global__ void lift_left_kernel(const float* __restrict__ z, int64_t T, const float* __restrict__ L, int64_t n1,
-                                 int64_t C, float* __restrict__ u, int64_t ustride) {
-  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (idx >= T * ustride) return;
-  const int64_t t = idx / ustride, k0 = idx % ustride;
-  if (k0 >= n1 * C) {
-    u[idx] = 0.f;
+// Z[t][i][c] = sum_q x~[t][i * n2 + q] R[q][c], x~ = x * s1inv (columns past in_features are padding: zero)
+__global__ void __launch_bounds__(32 * kSplit) lift_right_kernel(const float* __restrict__ x, int64_t T, int64_t in,
+                                                                 const float* __restrict__ s1inv,
+                                                                 const float* __restrict__ R, int64_t n1, int64_t n2,
+                                                                 int64_t C, float* __restrict__ z) {
+  __shared__ float red[kSplit][33];
+  const int64_t c = blockIdx.x * 32 + threadIdx.x, i = blockIdx.y;
+  const int64_t f0 = i * n2;
+  const int64_t qn = min(n2, in - f0);
+  for (int64_t t = blockIdx.z; t < T; t += gridDim.z) {
+    const float* xr = x + t * in + f0;
+    float a0 = 0.f, a1 = 0.f;
+    if (c < C) {
+      int64_t q = threadIdx.y;
+      for (; q + kSplit < qn; q += 2 * kSplit) {
+        a0 = fmaf(xr[q] * s1inv[f0 + q], R[q * C + c], a0);
+        a1 = fmaf(xr[q + kSplit] * s1inv[f0 + q + kSplit], R[(q + kSplit) * C + c], a1);
+      }
+      if (q < qn) a0 = fmaf(xr[q] * s1inv[f0 + q], R[q * C + c], a0);
+    }
+    const float s = block_column_sum(a0 + a1, red);
+    if (threadIdx.y == 0 && c < C) z[(t * n1 + i) * C + c] = s;
+    __syncthreads();  // red is reused by the next token
+  }
+}
+
+// u[t][i * C + c] = sum_k L[i][k] Z[t][k][c]; the extra block row i = n1 writes the zeros from n1 * C up to ustride.
+__global__ void __launch_bounds__(32 * kSplit) lift_left_kernel(const float* __restrict__ z, int64_t T,
+                                                                const float* __restrict__ L, int64_t n1, int64_t C,
+                                                                float* __restrict__ u, int64_t ustride) {
+  __shared__ float red[kSplit][33];
+  const int64_t i = blockIdx.y;
+  if (i == n1) {
+    const int64_t tail = ustride - n1 * C;
+    if (blockIdx.x != 0) return;
+    for (int64_t t = blockIdx.z; t < T; t += gridDim.z)
+      for (int64_t k = threadIdx.y * 32 + threadIdx.x; k < tail; k += 32 * kSplit) u[t * ustride + n1 * C + k] = 0.f;
     return;
   }
-  const int64_t c = k0 % C, i = k0 / C;
-  const float* zt = z + t * n1 * C;
+  const int64_t c = blockIdx.x * 32 + threadIdx.x;
   const float* Li = L + i * n1;
-  float a0 = 0.f, a1 = 0.f;  // two chains: half the dependent-FMA latency
-  int64_t k = 0;
-  for (; k + 1 < n1; k += 2) {
-    a0 = fmaf(Li[k], zt[k * C + c], a0);
-    a1 = fmaf(Li[k + 1], zt[(k + 1) * C + c], a1);
+  for (int64_t t = blockIdx.z; t < T; t += gridDim.z) {
+    const float* zt = z + t * n1 * C;
+    float a0 = 0.f, a1 = 0.f;
+    if (c < C) {
+      int64_t k = threadIdx.y;
+      for (; k + kSplit < n1; k += 2 * kSplit) {
+        a0 = fmaf(Li[k], zt[k * C + c], a0);
+        a1 = fmaf(Li[k + kSplit], zt[(k + kSplit) * C + c], a1);
+      }
+      if (k < n1) a0 = fmaf(Li[k], zt[k * C + c], a0);
+    }
+    const float s = block_column_sum(a0 + a1, red);
+    if (threadIdx.y == 0 && c < C) u[t * ustride + i * C + c] = s;
+    __syncthreads();
   }
-  if (k < n1) a0 = fmaf(Li[k], zt[k * C + c], a0);
-  u[idx] = a0 + a1;
 }
 
 template <int NT>
@@ -152,11 +185,13 @@ cudaError_t repack_codes(const uint8_t* codes, uint32_t* packed, const Shape& s,
 cudaError_t lift(const float* x, int64_t T, int64_t in, const float* s1inv, const float* L, const float* R,
                  int64_t n1, int64_t n2, int64_t C, float* z, float* u, const Shape& s, cudaStream_t st) {
   const int64_t ustride = s.S * kSliceBits;
-  const int64_t n = T * n1 * C;
-  lift_right_kernel<<<blocks(n, 128), 128, 0, st>>>(x, T, in, s1inv, R, n1, n2, C, z);
+  const dim3 block(32, kSplit);
+  const unsigned cx = blocks(C, 32), tz = static_cast<unsigned>(std::min<int64_t>(T, 65535));
+  if (n1 + 1 > 65535) return cudaErrorInvalidValue;  // rows of the left factor: a few hundred in practice
+  lift_right_kernel<<<dim3(cx, static_cast<unsigned>(n1), tz), block, 0, st>>>(x, T, in, s1inv, R, n1, n2, C, z);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  lift_left_kernel<<<blocks(T * ustride, 128), 128, 0, st>>>(z, T, L, n1, C, u, ustride);
+  lift_left_kernel<<<dim3(cx, static_cast<unsigned>(n1 + 1), tz), block, 0, st>>>(z, T, L, n1, C, u, ustride);
   return cudaGetLastError();
 }
 

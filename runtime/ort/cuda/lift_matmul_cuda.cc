@@ -2,6 +2,9 @@
 #include "cuda/lift_matmul_cuda.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,6 +27,33 @@ template <typename T>
 cudaError_t upload(const std::vector<T>& host, T** dev) {
   cudaError_t e = cudaMalloc(dev, std::max<size_t>(host.size(), 1) * sizeof(T));
   return e != cudaSuccess ? e : cudaMemcpy(*dev, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+}
+
+// Scratch comes from one private stream-ordered pool per device that keeps what it has reserved
+// (release threshold: unlimited). The device's default pool gives its memory back at every
+// synchronization, so each ORT run (which ends in one) would pay to map it again. The pool grows to
+// the largest scratch any node asked for (a few MB per token at 7B shapes) and lives until exit.
+cudaError_t scratch_pool(cudaMemPool_t* pool) {
+  static std::mutex mu;
+  static std::map<int, cudaMemPool_t> pools;
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = pools.find(dev);
+  if (it == pools.end()) {
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = dev;
+    cudaMemPool_t p = nullptr;
+    if ((e = cudaMemPoolCreate(&p, &props)) != cudaSuccess) return e;
+    uint64_t keep = UINT64_MAX;
+    if ((e = cudaMemPoolSetAttribute(p, cudaMemPoolAttrReleaseThreshold, &keep)) != cudaSuccess) return e;
+    it = pools.emplace(dev, p).first;
+  }
+  *pool = it->second;
+  return cudaSuccess;
 }
 
 }  // namespace
@@ -88,7 +118,10 @@ Ort::Status LiftMatMulCuda::Compute(OrtKernelContext* ctx, const Ort::Custom::Te
     const size_t nu = static_cast<size_t>(T * ustride), nz = static_cast<size_t>(T * n1_ * C);
     const size_t np = static_cast<size_t>(shape_.S * nt * shape_.G * 32);
     float* scratch = nullptr;
-    if ((e = cudaMallocAsync(&scratch, sizeof(float) * (nu + nz + np), st)) != cudaSuccess)
+    cudaMemPool_t pool = nullptr;
+    if ((e = scratch_pool(&pool)) != cudaSuccess ||
+        (e = cudaMallocFromPoolAsync(reinterpret_cast<void**>(&scratch), sizeof(float) * (nu + nz + np), pool, st)) !=
+            cudaSuccess)
       return cuda_status(e, "allocating scratch");
     float *u = scratch, *z = scratch + nu, *part = scratch + nu + nz;
     e = cuda::lift(X.Data(), T, in_, ds1_, dL_, dR_, n1_, n2_, C, z, u, shape_, st);
