@@ -4,10 +4,10 @@
         --variant base='{}' --variant rnd='{"first": "random"}' --variant p1='{"top_p": 1.0}' \
         [--variant text='{"calib_text": ["emma.txt"]}'] [--src MODEL] [--out ablation.json]
 
-A variant is a JSON object: keys of QuantizeOptions (calib_text, calib_tokens, correction_steps, ...)
-and the sampling knobs top_p / temperature / first ("bos" | "random"), which go to
-QuantizeOptions.extra. Each variant is quantized and evaluated with the project's code path;
-JSON is rewritten after every variant.
+A variant is a JSON object: keys of QuantizeOptions (calib_text, calib_tokens, correction_steps,
+alpha, ...), the sampling knobs top_p / temperature / first ("bos" | "random" | "prompts") and the
+LDLQ damping damp (default 0.01); the last four go to QuantizeOptions.extra. Each variant is quantized
+and evaluated with the project's code path; JSON is rewritten after every variant.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-SAMPLING = ("top_p", "temperature", "first")
+EXTRA = ("top_p", "temperature", "first", "damp")  # QuantizeOptions.extra keys
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     for spec in a.variant:
         name, _, js = spec.partition("=")
         v = json.loads(js or "{}")
-        extra = {k: v.pop(k) for k in SAMPLING if k in v}
+        extra = {k: v.pop(k) for k in EXTRA if k in v}
         if "calib_text" in v:
             v["calib_text"] = tuple(v["calib_text"])
         t0 = time.time()

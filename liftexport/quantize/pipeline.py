@@ -174,7 +174,7 @@ def quantize_block_liftquant(src, block, i, X, kwargs, lattices, opts, device, r
         t0 = time.time()
         gq = quantize_group([m.weight.detach().float() for m in mods], H[g.name], lattice,
                             seed=opts.seed * 1000003 + i * 16 + gi, alpha=opts.alpha, method=opts.search,
-                            beta=opts.beta)
+                            beta=opts.beta, damp=float(opts.extra.get("damp", 0.01)))
         gp = GroupParams(gq.transform, device)
         groups.append(gp)
         for name, m, lat, sc in zip(g.linears, mods, gq.latent, gq.scales):
