@@ -1,12 +1,12 @@
 // CUDA kernels of LiftMatMul (spec/onnx-ops.md) for ONNX Runtime's CUDA execution provider.
 // No ORT types here: the standalone harness (lift_cuda_check.cu) drives the same functions.
 //
-// Per call: u = lifted activation (two small GEMMs: Z = X~ R, U = L Z; each output's sum is split
-// over 8 thread rows of a block and added in shared memory, since one thread per output leaves the
-// GPU idle), then per 1024-bit K slice a block builds, in shared memory, the 16 signed partial sums of every group of 4 lifted values
-// (T[p][c] = sum_i (2 bit_i(c) - 1) u[4p + i]) and walks its rows: one table lookup and one add per 4
-// weights, conflict-free because a warp's 32 rows read the same group. Codes are repacked once into
-// [slice][row group of 32][8][32 lanes][4 words] so a warp's 16-byte loads are contiguous. Partial
+// Per call: u = lifted activation (two small GEMMs: Z = X~ R, U = L Z; each output's sum is split over 8
+// thread rows of a block and added in shared memory, since one thread per output leaves the GPU idle), then
+// per 1024-bit K slice a block builds, in shared memory, the 16 signed partial sums of every group of 4
+// lifted values (T[p][c] = sum_i (2 bit_i(c) - 1) u[4p + i]) and walks its rows: one table lookup and one
+// add per 4 weights, conflict-free because a warp's 32 rows read the same group. Codes are repacked once
+// into [slice][row group of 32][8][32 lanes][4 words] so a warp's 16-byte loads are contiguous. Partial
 // sums per slice are reduced with the scale and bias by a last kernel.
 #pragma once
 #include <cuda_runtime.h>
