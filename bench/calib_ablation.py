@@ -5,9 +5,9 @@
         [--variant text='{"calib_text": ["emma.txt"]}'] [--src MODEL] [--out ablation.json]
 
 A variant is a JSON object: keys of QuantizeOptions (calib_text, calib_tokens, correction_steps,
-alpha, ...), the sampling knobs top_p / temperature / first ("bos" | "random" | "prompts") and the
-LDLQ damping damp (default 0.01); the last four go to QuantizeOptions.extra. Each variant is quantized
-and evaluated with the project's code path; JSON is rewritten after every variant.
+alpha, damp, ...) and the sampling knobs top_p / temperature / first ("bos" | "random" | "prompts"),
+which go to QuantizeOptions.extra. Each variant is quantized and evaluated with the project's code
+path; JSON is rewritten after every variant.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-EXTRA = ("top_p", "temperature", "first", "damp")  # QuantizeOptions.extra keys
+EXTRA = ("top_p", "temperature", "first")  # QuantizeOptions.extra keys
 
 
 def main() -> None:

@@ -41,8 +41,9 @@ class QuantizeOptions:
     seed: int = 0
     device: str | None = None
     search: str = "auto"
-    alpha: float = 0.5
+    alpha: float = 0.25  # s1 exponent; 1/4 beat 1/2 and 0 on the example model, text and self-generated alike
     beta: float = 0.0
+    damp: float = 0.1  # LDLQ damping (x mean diagonal); 0.1 beat 0.01 and 0.3 (bench/RESULTS.md)
     checkpoint_dir: str | None = None
     allocation: dict | None = None  # per group ("model.layers.{i}.{group}") "D/d"; overrides bits/config
     progress: bool = True
@@ -174,7 +175,7 @@ def quantize_block_liftquant(src, block, i, X, kwargs, lattices, opts, device, r
         t0 = time.time()
         gq = quantize_group([m.weight.detach().float() for m in mods], H[g.name], lattice,
                             seed=opts.seed * 1000003 + i * 16 + gi, alpha=opts.alpha, method=opts.search,
-                            beta=opts.beta, damp=float(opts.extra.get("damp", 0.01)))
+                            beta=opts.beta, damp=opts.damp)
         gp = GroupParams(gq.transform, device)
         groups.append(gp)
         for name, m, lat, sc in zip(g.linears, mods, gq.latent, gq.scales):
