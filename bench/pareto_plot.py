@@ -35,8 +35,8 @@ def main():
         rows.append(dict(kind=kind, label=label, config="", mean_bits=bits, bytes=int(nbytes), ppl=ppl, path=note))
 
     add("uniform", "2.0 (32/16)", old["s20"]["effective_bits"], old["s20"]["file_bytes"], old["s20"]["ppl"],
-        "self-generated calibration with top_p 0.95 (the default before 2026-11-24)")
-    new = RES / "issue8_mixed"  # one H100 call, 2026-11-24: uniform and mixed at the 2.4 and 3.0 sizes
+        "earlier defaults: top_p 0.95, alpha 1/2, damping 0.01")
+    new = RES / "issue8_mixed_v2"  # one H100 call, 2026-11-24, current defaults: uniform and mixed
     for name, kind, label in (("uni24", "uniform", "2.4 (24/10)"), ("uni30", "uniform", "3.0 (24/8)"),
                               ("mixed24", "mixed", "mixed @ 2.4 size"), ("mixed30", "mixed", "mixed @ 3.0 size")):
         (r,) = json.loads((new / f"{name}.json").read_text())
