@@ -32,7 +32,7 @@ cudaError_t upload(const std::vector<T>& host, T** dev) {
 // Scratch comes from one private stream-ordered pool per device that keeps what it has reserved
 // (release threshold: unlimited). The device's default pool gives its memory back at every
 // synchronization, so each ORT run (which ends in one) would pay to map it again. The pool grows to
-// the largest scratch any node asked for (a few MB per token at 7B shapes) and lives until exit.
+// the largest scratch any node asked for (2-10 MB plus ~80 KB per token at 7B shapes) and lives until exit.
 cudaError_t scratch_pool(cudaMemPool_t* pool) {
   static std::mutex mu;
   static std::map<int, cudaMemPool_t> pools;
@@ -49,7 +49,10 @@ cudaError_t scratch_pool(cudaMemPool_t* pool) {
     cudaMemPool_t p = nullptr;
     if ((e = cudaMemPoolCreate(&p, &props)) != cudaSuccess) return e;
     uint64_t keep = UINT64_MAX;
-    if ((e = cudaMemPoolSetAttribute(p, cudaMemPoolAttrReleaseThreshold, &keep)) != cudaSuccess) return e;
+    if ((e = cudaMemPoolSetAttribute(p, cudaMemPoolAttrReleaseThreshold, &keep)) != cudaSuccess) {
+      cudaMemPoolDestroy(p);
+      return e;
+    }
     it = pools.emplace(dev, p).first;
   }
   *pool = it->second;
