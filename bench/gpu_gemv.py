@@ -4,7 +4,8 @@ For N x K in {4096x4096, 8192x8192, 28672x8192, 8192x28672}, rates 16/8, 24/10, 
 1, 4, 16 it draws a random lifted layer, checks the Triton path against a float64 reference on
 fresh inputs (poisoned outputs), then times with CUDA events (median of triton.testing.do_bench):
 
-  gemv     the code-reading kernel alone: gemm_planes (codes -> +-1 fp16 in registers, tensor cores)
+  gemv     the code-reading kernel alone: gemm_planes (codes -> +-1 fp16 in registers, tensor cores),
+           split-K as the runtime chooses it (planes_split), one CUDA graph
   layer    the whole layer as the runtime runs it (transform + gemm_planes), one CUDA graph
   fp16     torch fp16 matmul (cuBLAS) of an N x K weight, same batch
   table    batch 1: the fp32 4-bit-table GEMV (the first design, kept for float32 activations)
@@ -29,7 +30,7 @@ from triton.testing import do_bench
 from liftexport.ir import LiftedLinear, LiftTransform, choose_shape
 from liftexport.kernels.triton import lift_linear as K
 from liftexport.runtime import triton_linear
-from liftexport.runtime.triton_linear import PLANES_CFG, TABLE_CFG, TritonLiftGroup, planes_cfg
+from liftexport.runtime.triton_linear import PLANES_CFG, TABLE_CFG, TritonLiftGroup, planes_cfg, planes_split
 from liftexport.transform import fused_factors, lift_with_factors
 
 SHAPES = [(4096, 4096), (8192, 8192), (28672, 8192), (8192, 28672)]
@@ -184,7 +185,10 @@ def main():
                 u = torch.zeros(B, mod.KW * 32, device="cuda", dtype=torch.float16)
                 K.transform(x, mod.inv_s1, mod.L, mod.R, Kin, u, planes=True)
                 cfg = planes_cfg(B, N)
-                t_planes = t_us(lambda: K.gemm_planes(u, mod.words, mod.scales, mod.bias, y, **cfg))
+                ks = planes_split(B, N, mod.KW, torch.cuda.get_device_properties(0).multi_processor_count)
+                part = torch.empty(ks * B * N, device="cuda")
+                t_planes = t_us(graph_of(lambda: K.gemm_planes(u, mod.words, mod.scales, mod.bias, y, split_k=ks,
+                                                               part=part, **cfg)).replay)
                 assert not torch.isnan(y).any(), "gemm_planes left outputs unwritten"
                 t_table = t_table_layer = None
                 if B <= 4:

@@ -7,7 +7,8 @@ kernels read. ``forward(x)`` returns one output per linear.
 Up to 4 tokens with float32 activations, or with ``DECODE_ROUTE`` "table": transform straight to
 4-bit tables -> split-K table GEMV + reduction (fp32 throughout). Otherwise (the GPU runtime's
 fp16/bf16 default, and prefill): transform -> u in bit-plane order in the activation dtype ->
-``gemm_planes`` (codes decoded to +-1 in registers, tensor cores; IEEE dots for float32). RMSNorm or
+``gemm_planes`` (codes decoded to +-1 in registers, tensor cores; IEEE dots for float32; split-K when
+the output tiles alone would not fill the GPU, ``planes_split``). RMSNorm or
 SwiGLU before the transform and the residual add after the GEMV are fused on both routes.
 """
 
@@ -40,6 +41,15 @@ def planes_cfg(M: int, N: int) -> dict:
     return PLANES_CFG[(16 if M <= 16 else 64, N >= WIDE_N)]
 
 
+def planes_split(M: int, N: int, KW: int, sms: int) -> int:
+    """Split-K for gemm_planes: about two programs per SM when the output tiles alone are fewer
+    (bench/gpu_splitk_probe.py on the H100: 4096x4096 29.0 -> 19.5 us at 4 splits, 8192x8192 50.6 -> 45.3
+    and 8192x28672 153 -> 127 at 2, 28672x8192 best unsplit), never below one BKW tile per split."""
+    cfg = planes_cfg(M, N)
+    tiles = -(-N // cfg["BN"]) * -(-M // cfg["BM"])
+    return max(1, min((2 * sms) // tiles, KW // cfg["BKW"]))
+
+
 class TritonLiftGroup(nn.Module):
     def __init__(self, lins: list[LiftedLinear], tf: LiftTransform, device="cuda"):
         super().__init__()
@@ -66,6 +76,12 @@ class TritonLiftGroup(nn.Module):
                               for lin in lins]).to(dev)
         self.register_buffer("bias", bias)
         self._ws: dict = {}
+
+    @staticmethod
+    def _sms(device) -> int:
+        """Streaming multiprocessors of a CUDA device (4 for the CPU interpreter)."""
+        device = torch.device(device)
+        return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
     def _workspace(self, key, shape, dtype, device):
         """Buffers reused across calls (static addresses for CUDA graphs); tables start zeroed."""
@@ -120,7 +136,10 @@ class TritonLiftGroup(nn.Module):
             u = (self._workspace("planes", shape, x.dtype, x.device) if M <= 16
                  else torch.zeros(shape, dtype=x.dtype, device=x.device))
             K.transform(x2, self.inv_s1, self.L, self.R, self.in_features, u, planes=True, rms=rms, glu=glu)
-            K.gemm_planes(u, self.words, self.scales, self.bias, y, residual=res2, **planes_cfg(M, self.N))
+            ks = planes_split(M, self.N, self.KW, self._sms(x.device))
+            part = self._workspace("planes_part", (ks * M * self.N,), torch.float32, x.device) if ks > 1 else None
+            K.gemm_planes(u, self.words, self.scales, self.bias, y, residual=res2, split_k=ks, part=part,
+                          **planes_cfg(M, self.N))
         return self._split(y, lead, split)
 
     def _split(self, y, lead, split):

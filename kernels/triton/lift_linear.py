@@ -148,19 +148,24 @@ def _signs_pair(w, J: tl.constexpr, USE_ASM: tl.constexpr, BF16: tl.constexpr, F
 @triton.jit
 def _gemm_planes_kernel(
     u_ptr, w_ptr, s_ptr, bias_ptr, y_ptr, res_ptr,
-    M, N, KW, stride_um, stride_ym, stride_rm,
+    M, N, KW, stride_um, stride_ym, stride_rm, kw_per_split,
     HAS_BIAS: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, BKW: tl.constexpr,
-    USE_ASM: tl.constexpr, BF16: tl.constexpr, F32: tl.constexpr, HAS_RES: tl.constexpr,
+    USE_ASM: tl.constexpr, BF16: tl.constexpr, F32: tl.constexpr, HAS_RES: tl.constexpr, PARTIAL: tl.constexpr,
 ):
-    """y[m, n] = s[n] * sum_k sign(n, k) u[m, k] + bias[n]; u in bit-plane order [16][KW][2]."""
+    """y[m, n] = s[n] * sum_k sign(n, k) u[m, k] + bias[n]; u in bit-plane order [16][KW][2].
+
+    PARTIAL (split-K): program (n, m, k) sums only words [k * kw_per_split, (k + 1) * kw_per_split) and
+    stores the raw sums to y_ptr = part [splits, M, N] (float32); _reduce_parts_kernel finishes."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
     rows = pid_n * BN + tl.arange(0, BN)
     toks = pid_m * BM + tl.arange(0, BM)
     rmask = rows < N
     tmask = toks < M
     acc = tl.zeros((BN, BM), dtype=tl.float32)
-    for kw0 in range(0, KW, BKW):
+    kw_lo = pid_k * kw_per_split
+    for kw0 in range(kw_lo, tl.minimum(kw_lo + kw_per_split, KW), BKW):
         kw = kw0 + tl.arange(0, BKW)
         w = tl.load(w_ptr + kw[None, :] * N + rows[:, None], mask=rmask[:, None] & (kw[None, :] < KW), other=0)
         kk = kw0 * 2 + tl.arange(0, 2 * BKW)
@@ -173,13 +178,16 @@ def _gemm_planes_kernel(
                 acc += tl.dot(a, ub, input_precision="ieee")
             else:
                 acc += tl.dot(a, ub)
-    y = acc * tl.load(s_ptr + rows, mask=rmask, other=0.0)[:, None]
-    if HAS_BIAS:
-        y += tl.load(bias_ptr + rows, mask=rmask, other=0.0)[:, None]
     om = rmask[:, None] & tmask[None, :]
-    if HAS_RES:  # y = residual + layer output
-        y += tl.load(res_ptr + toks[None, :] * stride_rm + rows[:, None], mask=om, other=0.0).to(tl.float32)
-    tl.store(y_ptr + toks[None, :] * stride_ym + rows[:, None], y, mask=om)
+    if PARTIAL:
+        tl.store(y_ptr + (pid_k * M + toks[None, :]) * N + rows[:, None], acc, mask=om)
+    else:
+        y = acc * tl.load(s_ptr + rows, mask=rmask, other=0.0)[:, None]
+        if HAS_BIAS:
+            y += tl.load(bias_ptr + rows, mask=rmask, other=0.0)[:, None]
+        if HAS_RES:  # y = residual + layer output
+            y += tl.load(res_ptr + toks[None, :] * stride_rm + rows[:, None], mask=om, other=0.0).to(tl.float32)
+        tl.store(y_ptr + toks[None, :] * stride_ym + rows[:, None], y, mask=om)
 
 
 @triton.jit
@@ -287,10 +295,13 @@ def _check_gemv(words, scales, bias, y, N: int, rows_in: int):
 
 
 def gemm_planes(u, words, scales, bias, y, *, residual=None, BN=64, BM=16, BKW=16, num_warps=4, num_stages=3,
-                use_asm=None):
+                use_asm=None, split_k=1, part=None):
     """y [M, N] = scales * (Q u) + bias (+ residual [M, N]); u [M, 32 * KW] in bit-plane order.
 
-    fp16/bf16 u runs on the tensor cores; float32 u uses IEEE float32 dots (exact, slower)."""
+    fp16/bf16 u runs on the tensor cores; float32 u uses IEEE float32 dots (exact, slower).
+    split_k > 1: K is cut into that many runs of whole BKW tiles (more programs for few-token calls that
+    would not fill the GPU); float32 partial sums go to part [split_k * M * N] (allocated if None) and a
+    reduction applies scale, bias and residual."""
     KW, N = words.shape
     _check_gemv(words, scales, bias, y, N, u.shape[0])
     _check(residual is None or (residual.shape == y.shape and residual.stride(1) == 1), f"residual must be [M, {N}]")
@@ -302,14 +313,27 @@ def gemm_planes(u, words, scales, bias, y, *, residual=None, BN=64, BM=16, BKW=1
         use_asm = u.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1"
     use_asm = use_asm and not f32
     M = u.shape[0]
+    _check(isinstance(split_k, int) and split_k >= 1, f"split_k must be a positive int, got {split_k!r}")
+    kw_per_split = triton.cdiv(triton.cdiv(KW, split_k), BKW) * BKW
+    split_k = triton.cdiv(KW, kw_per_split)  # no empty splits
     if M:
-        grid = (triton.cdiv(N, BN), triton.cdiv(M, BM))
-        _gemm_planes_kernel[grid](u, words, scales, bias if bias is not None else scales, y,
+        partial = split_k > 1
+        if partial:
+            if part is None:
+                part = torch.empty(split_k * M * N, dtype=torch.float32, device=u.device)
+            _check(part.numel() >= split_k * M * N and part.dtype == torch.float32, "part workspace too small")
+        grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), split_k)
+        _gemm_planes_kernel[grid](u, words, scales, bias if bias is not None else scales, part if partial else y,
                                   residual if residual is not None else y, M, N, KW, u.stride(0), y.stride(0),
-                                  residual.stride(0) if residual is not None else 0,
+                                  residual.stride(0) if residual is not None else 0, kw_per_split,
                                   HAS_BIAS=bias is not None, BN=BN, BM=BM, BKW=BKW, USE_ASM=use_asm,
                                   BF16=u.dtype == torch.bfloat16, F32=f32, HAS_RES=residual is not None,
-                                  num_warps=num_warps, num_stages=num_stages)
+                                  PARTIAL=partial, num_warps=num_warps, num_stages=num_stages)
+        if partial:
+            _reduce_parts_kernel[(triton.cdiv(N, 256), M)](
+                part, scales, bias if bias is not None else scales, residual if residual is not None else y, y, M, N,
+                split_k, y.stride(0), residual.stride(0) if residual is not None else 0,
+                HAS_BIAS=bias is not None, HAS_RES=residual is not None, BN=256)
     return y
 
 

@@ -120,6 +120,29 @@ def test_bitplane_gemm(D, d, inf, M):
     assert rel(y.float(), reference(x.float(), tf, lins[0])) < 5e-3
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("split_k", [2, 4])
+def test_bitplane_gemm_split_k_matches_one_pass(dtype, split_k):
+    """Split-K: partial sums over runs of K tiles, then the reduction with scale, bias and residual."""
+    tf, lins = random_group(24, 10, 700, [50], seed=5)
+    mod = TritonLiftGroup(lins, tf, device="cpu")
+    assert mod.KW > 3 * 16  # at least four BKW tiles to split
+    M = 3
+    x = torch.randn(M, 700).to(dtype)
+    u = torch.zeros(M, mod.KW * 32, dtype=dtype)
+    K.transform(x, mod.inv_s1, mod.L, mod.R, 700, u, planes=True)
+    res = torch.randn(M, 50).to(dtype)
+    one = torch.full((M, 50), float("nan"), dtype=dtype)
+    K.gemm_planes(u, mod.words, mod.scales, mod.bias, one, residual=res, BN=16, BM=16, BKW=16)
+    many = torch.full((M, 50), float("nan"), dtype=dtype)
+    K.gemm_planes(u, mod.words, mod.scales, mod.bias, many, residual=res, BN=16, BM=16, BKW=16, split_k=split_k)
+    tol = 1e-5 if dtype == torch.float32 else 5e-3
+    assert rel(many.float(), one.float()) < tol
+    assert rel(many.float() - res.float(), reference(x.float(), tf, lins[0])) < (1e-4 if dtype == torch.float32 else 5e-3)
+    with pytest.raises(ValueError, match="split_k"):
+        K.gemm_planes(u, mod.words, mod.scales, mod.bias, many, split_k=0)
+
+
 @pytest.mark.parametrize("M,route", [(3, "table"), (3, "planes"), (6, "planes")])
 def test_fused_prologue_and_residual_match_torch(M, route, monkeypatch):
     from liftexport.runtime import triton_linear
