@@ -249,7 +249,8 @@ def _check(cond: bool, msg: str) -> None:
 
 
 def transform(x, inv_s1, L, R, in_features: int, out: torch.Tensor, *, planes: bool = False,
-              rms: tuple[torch.Tensor, float] | None = None, glu: bool = False, BI=None, BC=32, BK=32, BQ=32):
+              rms: tuple[torch.Tensor, float] | None = None, glu: bool = False, BI=None, BC=None, BK=32, BQ=None,
+              num_warps=4):
     """out[b] (flat [n1 * C]) = L @ (x_b * inv_s1 as n1 x n2) @ R for x [B, in_features].
 
     planes=True stores u in gemm_planes' bit-plane order (out [B, 32 * ceil(n1*C / 32)], whose
@@ -268,11 +269,16 @@ def transform(x, inv_s1, L, R, in_features: int, out: torch.Tensor, *, planes: b
     _check(x.stride(1) == 1 and out.stride(1) == 1, "transform: rows must be contiguous")
     if x.shape[0] == 0:
         return out
-    BI = BI or (16 if n1 <= 16 else 32)  # small row blocks: many programs even for skinny n1 x C
+    if BI is None and BC is None and BQ is None and x.shape[0] == 1 and n1 * n2 <= 16384:
+        # one token, up to 7B widths: smaller tiles (bench/gpu_transform_probe.py on the H100); more
+        # tokens or wider inputs measured faster with the 32-wide defaults (bench/gpu_gemv.py)
+        BI, BC, BQ = (16, 16, 16) if n2 < 64 else ((16, 16, 32) if n2 % 32 == 0 else (32, 32, 32))
+    BI, BC, BQ = BI or (16 if n1 <= 16 else 32), BC or 32, BQ or 32
     grid = (triton.cdiv(n1, BI), triton.cdiv(C, BC), x.shape[0])
     _transform_kernel[grid](x, inv_s1, L, R, out, rms[0] if rms else inv_s1, in_features, n1, n2, C,
                             x.stride(0), out.stride(0), KW, float(rms[1]) if rms else 0.0, in_features,
-                            BI=BI, BC=BC, BK=BK, BQ=BQ, PLANES=planes, PRE=1 if rms else (2 if glu else 0))
+                            BI=BI, BC=BC, BK=BK, BQ=BQ, PLANES=planes, PRE=1 if rms else (2 if glu else 0),
+                            num_warps=num_warps)
     return out
 
 
