@@ -14,7 +14,9 @@ The layer computes y = s * (Q u) + bias with u = L X~ R (spec/container.md secti
   run of rows; ``_reduce_parts_kernel`` sums the slices with scale, bias and an optional residual.
 * ``gemm_planes`` (any token count): each 32-bit word is decoded in registers to 16 pairs of +-1
   values (bits j and j + 16; for fp16/bf16 one shift and one LOP3 per pair, inline PTX on the GPU)
-  and fed to ``tl.dot`` against u stored in the matching bit-plane order (IEEE dots for float32).
+  and fed to ``tl.dot`` against u stored in the matching bit-plane order (IEEE dots for float32);
+  ``split_k`` cuts K into runs for few-token calls whose output tiles alone would not fill the GPU
+  (float32 partial sums, then ``_reduce_parts_kernel``).
 
 All kernels apply the per-row scale and bias in the epilogue and store in the output's dtype.
 """
