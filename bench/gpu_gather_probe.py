@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_gemv import copy_bandwidth, graph_of, random_layer, t_us  # noqa: E402
+from gpu_gemv import checked_us, copy_bandwidth, random_layer  # noqa: E402
 
 from liftexport.kernels.triton import lift_linear as K  # noqa: E402
 from liftexport.runtime.triton_linear import TABLE_CFG, TritonLiftGroup, planes_cfg  # noqa: E402
@@ -69,10 +69,7 @@ def gemv_gather(u, words, scales, bias, y, *, residual=None, part=None, SW=32, B
     chunks = triton.cdiv(N, rows_per_prog)
     _gemv_gather_kernel[(S, chunks)](u, words, part, N, KW, 32 * KW, rows_per_prog, SW=SW, BN=BN,
                                      num_warps=num_warps)
-    K._reduce_parts_kernel[(triton.cdiv(N, 256), 1)](
-        part, scales, bias if bias is not None else scales, residual if residual is not None else y, y, 1, N, S,
-        y.stride(0), residual.stride(0) if residual is not None else 0,
-        HAS_BIAS=bias is not None, HAS_RES=residual is not None, BN=256)
+    K._reduce_parts(part, S, scales, bias, residual, y)
     return y
 
 
@@ -95,16 +92,9 @@ def main():
         ref = (u[:, : mod.K].double() @ q) * mod.scales.double() + mod.bias.double()
         y = torch.empty(1, N, device="cuda")
 
-        def check(fn, out):
-            out.fill_(float("nan"))
-            fn()
-            torch.cuda.synchronize()
-            return float((out.double() - ref).abs().max() / ref.abs().max())
-
         def record(name, fn, out=y, **cfg):
             try:
-                err = check(fn, out)
-                us = t_us(graph_of(fn).replay)
+                err, us = checked_us(fn, out, ref)
             except Exception as e:  # a config that does not compile is reported, not fatal
                 print(f"{N}x{Kin} {name} {cfg}: {type(e).__name__}: {str(e)[:200]}", flush=True)
                 return

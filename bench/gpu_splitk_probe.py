@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_gemv import copy_bandwidth, graph_of, random_layer, t_us  # noqa: E402
+from gpu_gemv import checked_us, copy_bandwidth, random_layer  # noqa: E402
 
 from liftexport.kernels.triton import lift_linear as K  # noqa: E402
 from liftexport.runtime.triton_linear import TritonLiftGroup, planes_cfg  # noqa: E402
@@ -49,11 +49,7 @@ def main():
                 part = torch.empty(split * M * N, device="cuda")
                 fn = lambda cfg=cfg, part=part: K.gemm_planes(u, mod.words, mod.scales, mod.bias, y,  # noqa: E731
                                                              part=part, **cfg)
-                y.fill_(float("nan"))
-                fn()
-                torch.cuda.synchronize()
-                err = float((y.double() - ref).abs().max() / ref.abs().max())
-                us = t_us(graph_of(fn).replay)
+                err, us = checked_us(fn, y, ref)
                 r = dict(N=N, K=Kin, M=M, split_k=split, cfg=base, us=us,
                          pct_copy=100 * nbytes / (us * 1e-6) / 1e9 / bw, rel_err=err)
                 rows.append(r)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_gemv import graph_of, random_layer, t_us  # noqa: E402
+from gpu_gemv import checked_us, random_layer  # noqa: E402
 
 from liftexport.kernels.triton import lift_linear as K  # noqa: E402
 from liftexport.runtime.triton_linear import TritonLiftGroup  # noqa: E402
@@ -40,11 +40,7 @@ def main():
             cfg = dict(BI=BI, BC=BC, BK=BK, BQ=BQ, num_warps=nw)
             fn = lambda cfg=cfg: K.transform(x, mod.inv_s1, mod.L, mod.R, Kin, u, planes=True, **cfg)  # noqa: E731
             try:
-                u.fill_(float("nan"))
-                fn()
-                torch.cuda.synchronize()
-                err = float((u.float() - ref.float()).abs().max() / ref.float().abs().max())
-                us = t_us(graph_of(fn).replay)
+                err, us = checked_us(fn, u, ref.double())
             except Exception as e:  # noqa: BLE001  (resource limits of a config)
                 print("skip", cfg, type(e).__name__, str(e)[:80], flush=True)
                 continue

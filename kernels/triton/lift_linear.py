@@ -302,6 +302,15 @@ def _check_gemv(words, scales, bias, y, N: int, rows_in: int):
     _check(y.dim() == 2 and y.shape == (rows_in, N) and y.stride(1) == 1, f"y must be [{rows_in}, {N}]")
 
 
+def _reduce_parts(part, S: int, scales, bias, residual, y) -> None:
+    """y = scales * (sum of the S partial sums in part [S, M, N]) + bias (+ residual): the split-K epilogue."""
+    M, N = y.shape
+    _reduce_parts_kernel[(triton.cdiv(N, 256), M)](
+        part, scales, bias if bias is not None else scales, residual if residual is not None else y, y, M, N, S,
+        y.stride(0), residual.stride(0) if residual is not None else 0,
+        HAS_BIAS=bias is not None, HAS_RES=residual is not None, BN=256)
+
+
 def gemm_planes(u, words, scales, bias, y, *, residual=None, BN=64, BM=16, BKW=16, num_warps=4, num_stages=3,
                 use_asm=None, split_k=1, part=None):
     """y [M, N] = scales * (Q u) + bias (+ residual [M, N]); u [M, 32 * KW] in bit-plane order.
@@ -338,10 +347,7 @@ def gemm_planes(u, words, scales, bias, y, *, residual=None, BN=64, BM=16, BKW=1
                                   BF16=u.dtype == torch.bfloat16, F32=f32, HAS_RES=residual is not None,
                                   PARTIAL=partial, num_warps=num_warps, num_stages=num_stages)
         if partial:
-            _reduce_parts_kernel[(triton.cdiv(N, 256), M)](
-                part, scales, bias if bias is not None else scales, residual if residual is not None else y, y, M, N,
-                split_k, y.stride(0), residual.stride(0) if residual is not None else 0,
-                HAS_BIAS=bias is not None, HAS_RES=residual is not None, BN=256)
+            _reduce_parts(part, split_k, scales, bias, residual, y)
     return y
 
 
@@ -369,8 +375,5 @@ def gemv_lut_split(tabs, words, scales, bias, y, *, residual=None, part=None, SW
     NT = 1 if M == 1 else (2 if M == 2 else 4)
     _gemv_lut_split_kernel[(S, chunks)](tabs, words, part, M, N, KW, rows_per_prog, tabs.stride(0),
                                         NT=NT, SW=SW, BN=BN, num_warps=num_warps)
-    _reduce_parts_kernel[(triton.cdiv(N, 256), M)](
-        part, scales, bias if bias is not None else scales, residual if residual is not None else y, y, M, N, S,
-        y.stride(0), residual.stride(0) if residual is not None else 0,
-        HAS_BIAS=bias is not None, HAS_RES=residual is not None, BN=256)
+    _reduce_parts(part, S, scales, bias, residual, y)
     return y
