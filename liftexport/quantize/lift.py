@@ -87,9 +87,15 @@ def fit_s2(E: torch.Tensor, d: int, Hx: torch.Tensor | None = None, beta: float 
     return a.float(), b.float()
 
 
+#: s1 exponent and LDLQ damping (x mean diagonal of H): 1/4 and 0.1 measured best on the example model,
+#: text and self-generated calibration alike (bench/RESULTS.md, whitening ablation)
+ALPHA = 0.25
+DAMP = 0.1
+
+
 def quantize_group(Ws: list[torch.Tensor], H: torch.Tensor, lattice: Lattice, seed: int,
-                   alpha: float = 0.25, method: str = "auto", beta: float = 0.0, ldlq: bool = True,
-                   damp: float = 0.1) -> GroupQuant:
+                   alpha: float = ALPHA, method: str = "auto", beta: float = 0.0, ldlq: bool = True,
+                   damp: float = DAMP) -> GroupQuant:
     """Ws: weights [OC_i, IC] sharing one input; H: input second moment E[x x^T] [IC, IC]."""
     dev = Ws[0].device
     IC = Ws[0].shape[1]

@@ -23,7 +23,7 @@ from ..lattice.config import LatticeConfig
 from ..lattice.menu import load_shipped, select_config
 from ..models.load import ModelSource
 from .correct import GroupParams, LiftFakeQuant, correct_block, run_block
-from .lift import dequantize, quantize_group
+from .lift import ALPHA, DAMP, dequantize, quantize_group
 from .rtn import rtn_quantize
 
 
@@ -41,9 +41,9 @@ class QuantizeOptions:
     seed: int = 0
     device: str | None = None
     search: str = "auto"
-    alpha: float = 0.25  # s1 exponent; 1/4 beat 1/2 and 0 on the example model, text and self-generated alike
+    alpha: float = ALPHA  # s1 exponent (quantize/lift.py)
     beta: float = 0.0
-    damp: float = 0.1  # LDLQ damping (x mean diagonal); 0.1 beat 0.01 and 0.3 (bench/RESULTS.md)
+    damp: float = DAMP  # LDLQ damping
     checkpoint_dir: str | None = None
     allocation: dict | None = None  # per group ("model.layers.{i}.{group}") "D/d"; overrides bits/config
     progress: bool = True
