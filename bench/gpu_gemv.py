@@ -8,7 +8,10 @@ fresh inputs (poisoned outputs), then times with CUDA events (median of triton.t
            split-K as the runtime chooses it (planes_split), one CUDA graph
   layer    the whole layer as the runtime runs it (transform + gemm_planes), one CUDA graph
   fp16     torch fp16 matmul (cuBLAS) of an N x K weight, same batch
-  table    batch 1: the fp32 4-bit-table GEMV (the first design, kept for float32 activations)
+  table    up to 4 tokens: the fp32 4-bit-table GEMV (the first design, kept for float32 activations)
+  binary   up to BINARY_MAX_TOKENS: the binary-tensor-core GEMV (kernels/cuda/binary_gemv.cu; needs
+           libliftquant_cuda.so); its layer adds the 24-bit-plane kernel between transform and GEMV
+The gemv/layer columns are the fastest route's (the runtime's choice).
 
 GB/s counts the bytes that must move for the GEMV (codes + scales + activations in + out);
 %copy is that over the measured copy bandwidth (bytes read + written by a device-to-device copy).
@@ -28,6 +31,7 @@ import triton
 from triton.testing import do_bench
 
 from liftexport.ir import LiftedLinear, LiftTransform, choose_shape
+from liftexport.kernels import cuda_binary as CB
 from liftexport.kernels.triton import lift_linear as K
 from liftexport.runtime import triton_linear
 from liftexport.runtime.triton_linear import PLANES_CFG, TABLE_CFG, TritonLiftGroup, planes_cfg, planes_split
@@ -175,7 +179,9 @@ def main():
             for B in BATCHES:
                 x = torch.randn(B, Kin, device="cuda", dtype=torch.float16)
                 errs = []
-                for trial, rt in enumerate(("table", "planes") if B <= 4 else ("planes", "planes")):
+                binary = B <= triton_linear.BINARY_MAX_TOKENS and CB.available("cuda") and N % 4 == 0
+                routes = (("table", "planes") if B <= 4 else ("planes", "planes")) + (("binary",) if binary else ())
+                for rt in routes:
                     xt = torch.randn(B, Kin, device="cuda", dtype=torch.float16)  # fresh inputs, fresh workspaces
                     triton_linear.DECODE_ROUTE = rt
                     mod._ws.clear()
@@ -184,13 +190,16 @@ def main():
                     ref = reference(xt.double(), tf, lin, mod)
                     ok = torch.isfinite(y).all().item()
                     errs.append(((y.double() - ref).norm() / ref.norm()).item() if ok else float("inf"))
-                triton_linear.DECODE_ROUTE = "table"
-                xb = torch.randn(B, Kin, device="cuda").bfloat16()
-                mod._ws.clear()
-                (yb,) = mod(xb)
-                refb = reference(xb.double(), tf, lin, mod)
-                err_bf16 = ((yb.double() - refb).norm() / refb.norm()).item()
-                # the GEMV alone, on prepared inputs; both decode routes for <= 4 tokens
+                errs_bf16 = []
+                for rt in ("table",) + (("binary",) if binary else ()):
+                    triton_linear.DECODE_ROUTE = rt
+                    xb = torch.randn(B, Kin, device="cuda").bfloat16()
+                    mod._ws.clear()
+                    (yb,) = mod(xb)
+                    refb = reference(xb.double(), tf, lin, mod)
+                    errs_bf16.append(((yb.double() - refb).norm() / refb.norm()).item())
+                err_bf16 = max(errs_bf16)
+                # the GEMV alone, on prepared inputs; every decode route the runtime has for this batch
                 y = torch.full((B, N), float("nan"), device="cuda", dtype=torch.float16)
                 u = torch.zeros(B, mod.KW * 32, device="cuda", dtype=torch.float16)
                 K.transform(x, mod.inv_s1, mod.L, mod.R, Kin, u, planes=True)
@@ -200,29 +209,36 @@ def main():
                 t_planes = t_us(graph_of(lambda: K.gemm_planes(u, mod.words, mod.scales, mod.bias, y, split_k=ks,
                                                                part=part, **cfg)).replay)
                 assert not torch.isnan(y).any(), "gemm_planes left outputs unwritten"
-                t_table = t_table_layer = None
+                times = {"planes": (t_planes, None)}
                 if B <= 4:
                     tabs = torch.zeros(B, mod.KW * 128, device="cuda")
                     K.tables(mod.lifted(x.float()), mod.K, tabs)
                     y.fill_(float("nan"))
                     t_table = t_us(lambda: K.gemv_lut_split(tabs, mod.words, mod.scales, mod.bias, y, **TABLE_CFG))
                     assert not torch.isnan(y).any(), "gemv_lut_split left outputs unwritten"
-                    triton_linear.DECODE_ROUTE = "table"
+                    times["table"] = (t_table, None)
+                if binary:
+                    zf = CB.workspace(B, mod.K, "cuda")
+                    CB.planes(mod.lifted(x.float()), mod.K, zf)
+                    y.fill_(float("nan"))
+                    t_bin = t_us(graph_of(lambda: CB.gemv(mod.words, zf, mod.scales, mod.bias, y)).replay)
+                    assert not torch.isnan(y).any(), "binary gemv left outputs unwritten"
+                    times["binary"] = (t_bin, None)
+                for rt in times:
+                    triton_linear.DECODE_ROUTE = rt
                     mod._ws.clear()
-                    t_table_layer = t_us(graph_of(lambda: mod(x)).replay)
-                triton_linear.DECODE_ROUTE = "planes"
-                mod._ws.clear()
-                t_planes_layer = t_us(graph_of(lambda: mod(x)).replay)
-                triton_linear.DECODE_ROUTE = "table"
-                if t_table is not None and t_table < t_planes:
-                    route, t_gemv, t_layer = "table", t_table, t_table_layer
-                else:
-                    route, t_gemv, t_layer = "planes", t_planes, t_planes_layer
+                    times[rt] = (times[rt][0], t_us(graph_of(lambda: mod(x)).replay))
+                triton_linear.DECODE_ROUTE = "binary"
+                route = min(times, key=lambda k: times[k][0])
+                t_gemv, t_layer = times[route]
+                t_table, t_table_layer = times.get("table", (None, None))
+                t_planes_layer = times["planes"][1]
                 t_fp16 = t_us(lambda: torch.matmul(x, w16.t()))
                 moved = code_bytes + 4 * N + 2 * B * (Kin + N)
                 r = dict(N=N, K=Kin, D=D, d=d, bits=D / d, batch=B, route=route, rel_err=max(errs), rel_err_bf16=err_bf16,
                          gemv_us=t_gemv, layer_us=t_layer, fp16_us=t_fp16, planes_us=t_planes, table_us=t_table,
                          planes_layer_us=t_planes_layer, table_layer_us=t_table_layer,
+                         binary_us=times.get("binary", (None, None))[0], binary_layer_us=times.get("binary", (None, None))[1],
                          gemv_GBps=moved / t_gemv / 1e3, pct_copy=100 * moved / t_gemv / 1e3 / bw,
                          speedup_gemv=t_fp16 / t_gemv, speedup_layer=t_fp16 / t_layer)
                 rows.append(r)
@@ -230,7 +246,8 @@ def main():
                       f"({r['gemv_GBps']:5.0f} GB/s, {r['pct_copy']:4.1f}%)  layer {t_layer:7.1f}  fp16 {t_fp16:7.1f}  "
                       f"x{r['speedup_gemv']:.2f} / x{r['speedup_layer']:.2f}"
                       + f"  [planes {t_planes:.1f}/{t_planes_layer:.1f}"
-                      + (f", table {t_table:.1f}/{t_table_layer:.1f}]" if t_table else "]"), flush=True)
+                      + (f", table {t_table:.1f}/{t_table_layer:.1f}" if t_table else "")
+                      + (f", binary {times['binary'][0]:.1f}/{times['binary'][1]:.1f}]" if binary else "]"), flush=True)
             del mod
         del w16
         torch.cuda.empty_cache()

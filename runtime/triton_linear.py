@@ -5,8 +5,10 @@ concatenated along the output dimension (q/k/v become one GEMV), in the K-major 
 kernels read. ``forward(x)`` returns one output per linear.
 
 Up to 4 tokens with float32 activations, or with ``DECODE_ROUTE`` "table": transform straight to
-4-bit tables -> split-K table GEMV + reduction (fp32 throughout). Otherwise (the GPU runtime's
-fp16/bf16 default, and prefill): transform -> u in bit-plane order in the activation dtype ->
+4-bit tables -> split-K table GEMV + reduction (fp32 throughout). Up to 4 tokens of fp16/bf16 on a GPU
+with the CUDA library built (the decode default): transform -> u (float32) -> 16 bit planes per 256 values ->
+binary-tensor-core GEMV (kernels/cuda/binary_gemv.cu). Otherwise (more tokens, prefill, no library):
+transform -> u in bit-plane order in the activation dtype ->
 ``gemm_planes`` (codes decoded to +-1 in registers, tensor cores; IEEE dots for float32; split-K when
 the output tiles alone would not fill the GPU, ``planes_split``). RMSNorm or
 SwiGLU before the transform and the residual add after the GEMV are fused on both routes.
@@ -19,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..ir import LiftedLinear, LiftTransform
+from ..kernels import cuda_binary as CB
 from ..kernels.triton import lift_linear as K
 from ..transform import fused_factors
 
@@ -31,9 +34,12 @@ PLANES_CFG = {(16, False): dict(BN=64, BM=16, BKW=16, num_warps=4, num_stages=4)
               (64, False): dict(BN=64, BM=64, BKW=16, num_warps=4, num_stages=3),
               (64, True): dict(BN=128, BM=64, BKW=16, num_warps=8, num_stages=3)}
 WIDE_N = 16384
-#: fp16/bf16 activations with at most 4 tokens: "planes" or "table" (4-bit tables, split-K table GEMV;
-#: slower on the H100: 57 vs 50 us on 8192x8192, 182 vs 99 us on 28672x8192, bench/gpu_gemv.py --sweep).
-DECODE_ROUTE = "planes"
+#: fp16/bf16 activations with at most BINARY_MAX_TOKENS tokens: "binary" (the binary-tensor-core GEMV of
+#: kernels/cuda/binary_gemv.cu when its library is built, the GPU is sm_80+ and N % 4 == 0; otherwise
+#: "planes"), "planes", or "table" (4-bit tables, split-K table GEMV; slower on the H100: 57 vs 50 us on
+#: 8192x8192, 182 vs 99 us on 28672x8192, bench/gpu_gemv.py --sweep).
+DECODE_ROUTE = "binary"
+BINARY_MAX_TOKENS = 4
 TABLE_CFG = dict(SW=32, BN=64, num_warps=4)
 
 
@@ -126,7 +132,16 @@ class TritonLiftGroup(nn.Module):
                 raise ValueError("residual applies to a group with one linear")
             res2 = residual.reshape(M, self.N)
         y = torch.empty(M, self.N, dtype=x.dtype, device=x.device)
-        if M <= TABLE_MAX_TOKENS and (x.dtype == torch.float32 or DECODE_ROUTE == "table"):
+        route = self.route(x, M)
+        if route == "binary":
+            u = self._workspace("u", (M, self.n1 * self.R.shape[1]), torch.float32, x.device)
+            K.transform(x2, self.inv_s1, self.L, self.R, self.in_features, u, rms=rms, glu=glu)
+            zf = self._ws.get(("binary", M, str(x.device)))
+            if zf is None:
+                zf = self._ws[("binary", M, str(x.device))] = CB.workspace(M, self.K, x.device)
+            CB.planes(u, self.K, zf)
+            CB.gemv(self.words, zf, self.scales, self.bias, y, residual=res2)
+        elif route == "table":
             tabs = self._tables(x2, M, rms, glu)
             S = -(-self.KW // TABLE_CFG["SW"])
             part = self._workspace("part", (S * M * self.N,), torch.float32, x.device)
@@ -141,6 +156,15 @@ class TritonLiftGroup(nn.Module):
             K.gemm_planes(u, self.words, self.scales, self.bias, y, residual=res2, split_k=ks, part=part,
                           **planes_cfg(M, self.N))
         return self._split(y, lead, split)
+
+    def route(self, x: torch.Tensor, M: int) -> str:
+        """The decode route for M tokens of x's dtype and device: "table", "binary" or "planes"."""
+        if M <= TABLE_MAX_TOKENS and (x.dtype == torch.float32 or DECODE_ROUTE == "table"):
+            return "table"
+        if (DECODE_ROUTE == "binary" and M <= BINARY_MAX_TOKENS and self.N % 4 == 0
+                and CB.available(x.device)):
+            return "binary"
+        return "planes"
 
     def _split(self, y, lead, split):
         if not split:

@@ -1,0 +1,274 @@
+// Decode-time GEMV of a lifted layer on the binary tensor cores (sm_80+: mma.sync m16n8k256 .b1 and.popc).
+//
+// y[m, r] = scale[r] * sum_k u[m, k] * q[r, k] + bias[r] (+ residual[m, r]),  q = 2 * bit - 1.
+//
+// Two kernels:
+//   planes  cuts each token's lifted activation u (K values) into k-steps of 256 values; per k-step s
+//           it rounds u / zs_s to 16-bit integers zq (zs_s = max|u over the step| / (2^15 - 1)) and
+//           stores their 16 bit planes (word w of plane p: bit p of the integers of lifted indices
+//           32 w .. 32 w + 31) in MMA-fragment order, with zs_s and zs_s * sum(zq over the step).
+//   gemv    reads the codes in the runtime's K-major word layout (word kw of row r at words[kw * N + r],
+//           bit i of it is lifted index 32 kw + i) straight into the A operand of the binary MMA and
+//           the planes into its B operand (the 8 columns of one MMA are 8 planes): with no decode at
+//           all, each MMA gives for 16 rows and 8 planes popc(code bits & plane bits) over one k-step.
+//           S_s = sum_p w_p c_p (w_p = 2^p, w_15 = -2^15: two's complement) is sum_k zq[k] bit[k], and
+//           y = scale * sum_s zs_s (2 S_s - sum zq) + bias: exact but for rounding u to 16 bits per
+//           k-step (relative 2^-16 of the step's largest value) and float32 accumulation.
+// C ABI (ctypes: liftexport/kernels/cuda_binary.py); every entry validates its arguments and returns
+// 0 or a nonzero code (negative: bad arguments, positive: the CUDA error).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace {
+
+constexpr int P = 16;                    // bit planes of the quantized activation
+constexpr int QMAX = (1 << (P - 1)) - 1;
+constexpr int FRAG = 8;                  // words per lane per k-step in the planes buffer
+#ifndef LQ_WARPS
+#define LQ_WARPS 8
+#endif
+#ifndef LQ_U1
+#define LQ_U1 2
+#endif
+#ifndef LQ_MINB
+#define LQ_MINB 2
+#endif
+constexpr int WARPS = LQ_WARPS;          // warps per gemv block (they split K)
+constexpr int PLANE_WARPS = 8;           // k-steps per planes block (one per warp)
+
+enum DType { F32 = 0, F16 = 1, BF16 = 2 };
+
+template <typename T> __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// One warp per k-step s of a token (grid: ceil(steps / PLANE_WARPS) x M). Lane l loads the values
+// 256 s + 32 c + l (c = 0..7, word 8 s + c), the warp reduces their max, quantizes, and builds each
+// plane word with a ballot. Fragment order, zf[m][s][lane][FRAG]: lane 4 g + t holds for planes 8 j + g
+// (j = 0, 1) the words 8 s + t and 8 s + 4 + t at slots 2 j and 2 j + 1; slot 4 holds zs_s and slot 5
+// zs_s * sum(zq) (float bits); slots 6, 7 are zero.
+template <typename T>
+__global__ void __launch_bounds__(PLANE_WARPS * 32) planes_kernel(const T* __restrict__ u, int K, long long ldu,
+                                                                  uint32_t* __restrict__ zf, int steps) {
+  const int m = blockIdx.y, lane = threadIdx.x & 31, s = blockIdx.x * PLANE_WARPS + (threadIdx.x >> 5);
+  if (s >= steps) return;  // whole warps
+  const int g = lane >> 2, t = lane & 3;
+  const T* row = u + (long long)m * ldu;
+  float v[8];
+  float amax = 0.f;
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+    const int i = 256 * s + 32 * c + lane;
+    v[c] = i < K ? to_f(row[i]) : 0.f;
+    amax = fmaxf(amax, fabsf(v[c]));
+  }
+#pragma unroll
+  for (int o = 16; o; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(~0u, amax, o));
+  const float inv = amax > 0.f ? QMAX / amax : 0.f, zs = amax / QMAX;
+  uint32_t frag[FRAG] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int sum = 0;
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+    const int q = max(-QMAX, min(QMAX, __float2int_rn(v[c] * inv)));
+    sum += q;
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      const uint32_t b = __ballot_sync(~0u, (q >> p) & 1);
+      if ((p & 7) == g && (c & 3) == t) frag[2 * (p >> 3) + (c >> 2)] = b;
+    }
+  }
+#pragma unroll
+  for (int o = 16; o; o >>= 1) sum += __shfl_xor_sync(~0u, sum, o);
+  frag[4] = __float_as_uint(zs);
+  frag[5] = __float_as_uint(zs * (float)sum);
+  uint4* out = reinterpret_cast<uint4*>(zf + (((long long)m * steps + s) * 32 + lane) * FRAG);
+  out[0] = make_uint4(frag[0], frag[1], frag[2], frag[3]);
+  out[1] = make_uint4(frag[4], frag[5], frag[6], frag[7]);
+}
+
+__device__ __forceinline__ void bmma(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                     uint32_t b0, uint32_t b1) {
+  const int z = 0;
+  asm("mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%10,%10,%10};"
+      : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(z));
+}
+
+__device__ __forceinline__ float plane_weight(int p) {
+  return p == P - 1 ? -(float)(1 << (P - 1)) : (float)(1 << p);
+}
+
+// One block per (32 rows, MB tokens). Lane 4 g + t loads, per k-step s, the 16-byte runs of words
+// 8 s + t and 8 s + 4 + t of rows r0 + 4 g .. r0 + 4 g + 3 (a warp's load: four fully used 128-byte
+// lines); rows 4 g, 4 g + 1 are MMA rows g, g + 8 of tile 0, rows 4 g + 2, 4 g + 3 those of tile 1.
+// The block's warps take every WARPS-th k-step, U at a time with all loads issued first; each k-step's
+// counts are scaled by its zs_s into float32 accumulators.
+template <int MB, typename T>
+__global__ void __launch_bounds__(WARPS * 32, MB == 1 ? LQ_MINB : 1) gemv_kernel(
+    const uint32_t* __restrict__ words, int KW, int N, const uint32_t* __restrict__ zf, int steps,
+    const float* __restrict__ rscale, const float* __restrict__ bias, const T* __restrict__ res, long long ldr,
+    T* __restrict__ y, long long ldy, int M) {
+  constexpr int U = MB == 1 ? LQ_U1 : 2;  // k-steps per round
+  __shared__ float red[WARPS][MB][32];
+  __shared__ float zred[WARPS][MB];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int row0 = blockIdx.x * 32, m0 = blockIdx.y * MB;
+  const int r = row0 + 4 * g;
+  const bool rok = r < N;  // N % 4 == 0: a lane's four rows are all in or all out
+  float acc[MB][4], zacc[MB];  // rows 4 g .. 4 g + 3
+#pragma unroll
+  for (int mb = 0; mb < MB; ++mb) {
+    zacc[mb] = 0.f;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[mb][e] = 0.f;
+  }
+  float pw[2][2];
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    pw[j][0] = plane_weight(8 * j + 2 * t);
+    pw[j][1] = plane_weight(8 * j + 2 * t + 1);
+  }
+  for (int s0 = warp; s0 < steps; s0 += WARPS * U) {
+    // every load of the round first (codes from HBM, planes from L1/L2), then the MMAs
+    uint4 wa[U], wb[U], za[U][MB], zb[U][MB];
+#pragma unroll
+    for (int q = 0; q < U; ++q) {
+      const int s = s0 + q * WARPS, k0 = 8 * s + t, k1 = k0 + 4;
+      const bool in = s < steps;
+      wa[q] = in && k0 < KW && rok ? __ldcs(reinterpret_cast<const uint4*>(words + (long long)k0 * N + r))
+                                   : make_uint4(0, 0, 0, 0);
+      wb[q] = in && k1 < KW && rok ? __ldcs(reinterpret_cast<const uint4*>(words + (long long)k1 * N + r))
+                                   : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int mb = 0; mb < MB; ++mb) {
+        const uint4* zp =
+            reinterpret_cast<const uint4*>(zf + (((long long)(m0 + mb) * steps + s) * 32 + lane) * FRAG);
+        const bool zin = in && m0 + mb < M;
+        za[q][mb] = zin ? __ldg(zp) : make_uint4(0, 0, 0, 0);
+        zb[q][mb] = zin ? __ldg(zp + 1) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < U; ++q) {
+      if (s0 + q * WARPS >= steps) break;
+#pragma unroll
+      for (int mb = 0; mb < MB; ++mb) {
+        if (m0 + mb >= M) break;
+        const float zs = __uint_as_float(zb[q][mb].x);
+        zacc[mb] += __uint_as_float(zb[q][mb].y);
+        const uint32_t b[4] = {za[q][mb].x, za[q][mb].y, za[q][mb].z, za[q][mb].w};
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          int c0[4], c1[4];
+          bmma(c0, wa[q].x, wa[q].y, wb[q].x, wb[q].y, b[2 * j], b[2 * j + 1]);
+          bmma(c1, wa[q].z, wa[q].w, wb[q].z, wb[q].w, b[2 * j], b[2 * j + 1]);
+          const float w0 = pw[j][0] * zs, w1 = pw[j][1] * zs;
+          acc[mb][0] = fmaf((float)c0[0], w0, fmaf((float)c0[1], w1, acc[mb][0]));  // row 4 g
+          acc[mb][1] = fmaf((float)c0[2], w0, fmaf((float)c0[3], w1, acc[mb][1]));  // row 4 g + 1
+          acc[mb][2] = fmaf((float)c1[0], w0, fmaf((float)c1[1], w1, acc[mb][2]));  // row 4 g + 2
+          acc[mb][3] = fmaf((float)c1[2], w0, fmaf((float)c1[3], w1, acc[mb][3]));  // row 4 g + 3
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int mb = 0; mb < MB; ++mb) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float v = acc[mb][e];
+      v += __shfl_xor_sync(~0u, v, 1);
+      v += __shfl_xor_sync(~0u, v, 2);
+      if (t == 0) red[warp][mb][4 * g + e] = v;
+    }
+    if (lane == 0) zred[warp][mb] = zacc[mb];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < MB * 32; idx += blockDim.x) {
+    const int mb = idx / 32, rr = idx % 32, row = row0 + rr, m = m0 + mb;
+    if (row >= N || m >= M) continue;
+    float S = 0.f, Z = 0.f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) {
+      S += red[w][mb][rr];
+      Z += zred[w][mb];
+    }
+    float v = rscale[row] * (2.f * S - Z);
+    if (bias) v += bias[row];
+    if (res) v += to_f(res[(long long)m * ldr + row]);
+    y[(long long)m * ldy + row] = from_f<T>(v);
+  }
+}
+
+template <int MB, typename T>
+cudaError_t launch_gemv(const uint32_t* words, int KW, int N, const uint32_t* zf, int steps, const float* rscale,
+                        const float* bias, const void* res, long long ldr, void* y, long long ldy, int M,
+                        cudaStream_t stream) {
+  const dim3 grid((N + 31) / 32, (M + MB - 1) / MB);
+  gemv_kernel<MB, T><<<grid, WARPS * 32, 0, stream>>>(words, KW, N, zf, steps, rscale, bias,
+                                                      static_cast<const T*>(res), ldr, static_cast<T*>(y), ldy, M);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t dispatch_gemv(const uint32_t* words, int KW, int N, const uint32_t* zf, int steps, const float* rscale,
+                          const float* bias, const void* res, long long ldr, void* y, long long ldy, int M,
+                          cudaStream_t stream) {
+#define LQ_ARGS words, KW, N, zf, steps, rscale, bias, res, ldr, y, ldy, M, stream
+  if (M == 1) return launch_gemv<1, T>(LQ_ARGS);
+  if (M == 2) return launch_gemv<2, T>(LQ_ARGS);
+  return launch_gemv<4, T>(LQ_ARGS);
+#undef LQ_ARGS
+}
+
+}  // namespace
+
+extern "C" {
+
+// Bit planes of u [M, K] (row stride ldu elements; dtype 0 float32, 1 float16, 2 bfloat16) into
+// zf [M, steps = ceil(K / 256), 32, 8] uint32 (16-byte aligned).
+__attribute__((visibility("default"))) int lq_binary_planes(const void* u, int dtype, int M, int K, long long ldu,
+                                                            uint32_t* zf, int steps, cudaStream_t stream) {
+  if (!u || !zf || M < 0 || K < 1 || ldu < K || steps != (K + 255) / 256 || reinterpret_cast<uintptr_t>(zf) % 16)
+    return -1;
+  if (M == 0) return 0;
+  const dim3 grid((steps + PLANE_WARPS - 1) / PLANE_WARPS, M);
+  switch (dtype) {
+    case F32: planes_kernel<float><<<grid, PLANE_WARPS * 32, 0, stream>>>(static_cast<const float*>(u), K, ldu, zf, steps); break;
+    case F16: planes_kernel<__half><<<grid, PLANE_WARPS * 32, 0, stream>>>(static_cast<const __half*>(u), K, ldu, zf, steps); break;
+    case BF16: planes_kernel<__nv_bfloat16><<<grid, PLANE_WARPS * 32, 0, stream>>>(static_cast<const __nv_bfloat16*>(u), K, ldu, zf, steps); break;
+    default: return -2;
+  }
+  return (int)cudaGetLastError();
+}
+
+// y [M, N] (row stride ldy; dtype as above; residual the same dtype with row stride ldr, or null) from
+// the K-major code words [KW, N] (N % 4 == 0, 16-byte aligned), the planes of lq_binary_planes
+// (steps k-steps, KW <= 8 * steps), per-row scale [N] and bias [N] (or null).
+__attribute__((visibility("default"))) int lq_binary_gemv(const uint32_t* words, int KW, int N, const uint32_t* zf,
+                                                          int steps, const float* rscale, const float* bias,
+                                                          const void* res, long long ldr, void* y, long long ldy,
+                                                          int M, int dtype, cudaStream_t stream) {
+  if (!words || !zf || !rscale || !y || KW < 1 || N < 4 || N % 4 || M < 0 || KW > 8 * steps || ldy < N ||
+      (res && ldr < N) || reinterpret_cast<uintptr_t>(words) % 16 || reinterpret_cast<uintptr_t>(zf) % 16)
+    return -1;
+  if (M == 0) return 0;
+  cudaError_t e;
+  switch (dtype) {
+    case F32: e = dispatch_gemv<float>(words, KW, N, zf, steps, rscale, bias, res, ldr, y, ldy, M, stream); break;
+    case F16: e = dispatch_gemv<__half>(words, KW, N, zf, steps, rscale, bias, res, ldr, y, ldy, M, stream); break;
+    case BF16: e = dispatch_gemv<__nv_bfloat16>(words, KW, N, zf, steps, rscale, bias, res, ldr, y, ldy, M, stream); break;
+    default: return -2;
+  }
+  return (int)e;
+}
+
+}  // extern "C"

@@ -1,0 +1,116 @@
+"""ctypes bindings for the binary-tensor-core decode GEMV (kernels/cuda/binary_gemv.cu).
+
+The library (libliftquant_cuda.so, built by install.sh when nvcc is present) is looked up in
+$LIFTEXPORT_CUDA_LIB (a file), then build/cuda/ of the source tree. ``available(device)`` says whether
+the route can run there (the library loads and the GPU is sm_80 or newer); the runtime falls back to
+the Triton kernels otherwise.
+
+Math (exact but for rounding the lifted activation to 16-bit integers with one scale per 256 values):
+``planes`` writes, per k-step s of 256 lifted values, zq = round(u / zs_s) as 16 bit planes
+(zs_s = max|u over the step| / (2^15 - 1)); ``gemv`` gives
+y = scale * sum_s zs_s * (2 * sum_k zq[k] bit[k] - sum_k zq[k]) + bias (+ residual) = scale * (u . q) + bias.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import LiftExportError
+
+LIB_NAME = "libliftquant_cuda.so"
+PLANES = 16
+_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_lib = None
+_tried = False
+
+
+def candidate_paths() -> list[Path]:
+    out = []
+    env = os.environ.get("LIFTEXPORT_CUDA_LIB")
+    if env:
+        out.append(Path(env))
+    out.append(Path(__file__).resolve().parent.parent / "build" / "cuda" / LIB_NAME)
+    return out
+
+
+def load():
+    """The loaded library, or None when it was not built."""
+    global _lib, _tried
+    if _lib is not None or _tried:
+        return _lib
+    _tried = True
+    for p in candidate_paths():
+        if p.is_file():
+            lib = ctypes.CDLL(str(p))
+            P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
+            lib.lq_binary_planes.restype = I
+            lib.lq_binary_planes.restype = I
+            lib.lq_binary_planes.argtypes = [P, I, I, I, L, P, I, P]
+            lib.lq_binary_gemv.restype = I
+            lib.lq_binary_gemv.argtypes = [P, I, I, P, I, P, P, P, L, P, L, I, I, P]
+            _lib = lib
+            return lib
+    return None
+
+
+def available(device) -> bool:
+    device = torch.device(device)
+    if device.type != "cuda" or load() is None:
+        return False
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def steps(K: int) -> int:
+    """k-steps (256 lifted values each) of K lifted values."""
+    return -(-K // 256)
+
+
+def workspace(M: int, K: int, device) -> torch.Tensor:
+    """The planes buffer of M tokens of K lifted values: int32 [M, steps, 32 lanes, 8 words]."""
+    return torch.empty(M, steps(K), 32, 8, dtype=torch.int32, device=device)
+
+
+def _check(rc: int, what: str):
+    if rc != 0:
+        raise LiftExportError(f"{what}: {'bad arguments' if rc < 0 else 'CUDA error'} (code {rc})")
+
+
+def _stream(t: torch.Tensor) -> int:
+    return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def planes(u: torch.Tensor, K: int, zf: torch.Tensor):
+    """Bit planes of u [M, >= K] (float32/16 or bf16, unit column stride) into zf = workspace(M, K)."""
+    M = u.shape[0]
+    if (u.dim() != 2 or u.shape[1] < K or u.stride(1) != 1 or u.dtype not in _DTYPES or not u.is_cuda
+            or zf.shape != (M, steps(K), 32, 8) or zf.dtype != torch.int32 or not zf.is_contiguous()
+            or zf.device != u.device):
+        raise LiftExportError("binary planes: bad shapes, dtypes or devices")
+    _check(load().lq_binary_planes(u.data_ptr(), _DTYPES[u.dtype], M, K, u.stride(0), zf.data_ptr(), zf.shape[1],
+                                   _stream(u)), "binary planes")
+
+
+def gemv(words: torch.Tensor, zf: torch.Tensor, scales: torch.Tensor, bias, y: torch.Tensor,
+         residual: torch.Tensor | None = None):
+    """y [M, N] = scales * (u . q) + bias (+ residual) from the K-major code words [KW, N] (N % 4 == 0)
+    and the planes of u in zf."""
+    KW, N = words.shape
+    M = y.shape[0]
+    if (words.dtype != torch.int32 or not words.is_contiguous() or words.data_ptr() % 16 or N % 4
+            or zf.dim() != 4 or zf.shape[0] != M or zf.shape[2:] != (32, 8) or 8 * zf.shape[1] < KW
+            or not zf.is_contiguous() or y.dim() != 2 or y.shape[1] != N or y.stride(1) != 1
+            or y.dtype not in _DTYPES or scales.shape != (N,) or scales.dtype != torch.float32
+            or (bias is not None and (bias.shape != (N,) or bias.dtype != torch.float32))
+            or (residual is not None and (residual.shape != (M, N) or residual.dtype != y.dtype
+                                          or residual.stride(1) != 1))
+            or any(t.device != y.device for t in (words, zf, scales) if t is not None)):
+        raise LiftExportError("binary gemv: bad shapes, dtypes or devices")
+    _check(load().lq_binary_gemv(words.data_ptr(), KW, N, zf.data_ptr(), zf.shape[1], scales.data_ptr(),
+                                 bias.data_ptr() if bias is not None else None,
+                                 residual.data_ptr() if residual is not None else None,
+                                 residual.stride(0) if residual is not None else 0, y.data_ptr(), y.stride(0), M,
+                                 _DTYPES[y.dtype], _stream(y)), "binary gemv")

@@ -1,0 +1,91 @@
+"""The binary-tensor-core decode GEMV (kernels/cuda/binary_gemv.cu) against float64, on a GPU.
+
+Skipped where no CUDA GPU (sm_80+) is present or libliftquant_cuda.so was not built (CI has no GPU);
+on the H100: bench/RESULTS.md (issue 7). Odd shapes, 1-7 tokens, three dtypes, residual, poisoned
+outputs, fresh inputs per case, and the argument checks of the ctypes layer.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from liftexport.errors import LiftExportError
+from liftexport.kernels import cuda_binary as CB
+from liftexport.kernels.triton import lift_linear as K
+
+pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and CB.available("cuda")),
+                                reason="needs a CUDA GPU (sm_80+) and build/cuda/libliftquant_cuda.so")
+
+# (N, K lifted): N % 4 == 0; K not a multiple of 32 or 256; a real 24/10 width (4100 * 2.4)
+SHAPES = [(4, 1), (36, 300), (100, 1000), (256, 257), (4096, 9840)]
+TOL = {torch.float32: 2e-4, torch.float16: 1.5e-3, torch.bfloat16: 1e-2}
+
+
+def _layer(N, Kl, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    codes = torch.randint(0, 256, (N, -(-Kl // 8)), dtype=torch.uint8, device="cuda", generator=g)
+    words = K.kmajor_words(codes, Kl)
+    scales = torch.rand(N, device="cuda", generator=g) + 0.1
+    bias = torch.randn(N, device="cuda", generator=g)
+    return words, scales, bias
+
+
+def _reference(u, words, Kl, scales, bias, residual=None):
+    k = torch.arange(Kl, device="cuda")
+    q = ((words[k // 32] >> (k % 32)[:, None]) & 1).double() * 2 - 1  # [K, N]
+    y = (u[:, :Kl].double() @ q) * scales.double() + bias.double()
+    return y if residual is None else y + residual.double()
+
+
+@pytest.mark.parametrize("N,Kl", SHAPES)
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gemv_matches_float64(N, Kl, M, dtype):
+    words, scales, bias = _layer(N, Kl, seed=N + Kl + M)
+    u = (torch.randn(M, Kl + 3, device="cuda") * torch.logspace(-2, 1, Kl + 3, device="cuda")).to(dtype)
+    zf = CB.workspace(M, Kl, "cuda")
+    zf.fill_(-1)  # planes must write every word it owns
+    CB.planes(u, Kl, zf)
+    y = torch.full((M, N), float("nan"), dtype=dtype, device="cuda")
+    res = torch.randn(M, N, device="cuda").to(dtype)
+    CB.gemv(words, zf, scales, bias, y, residual=res)
+    ref = _reference(u, words, Kl, scales, bias, res)
+    err = float((y.double() - ref).abs().max() / ref.abs().max())
+    assert err <= TOL[dtype], err
+    y2 = torch.full((M, N), float("nan"), dtype=dtype, device="cuda")
+    CB.gemv(words, zf, scales, None, y2)  # no bias, no residual
+    ref2 = _reference(u, words, Kl, scales, torch.zeros_like(bias))
+    assert float((y2.double() - ref2).abs().max() / ref2.abs().max()) <= TOL[dtype]
+
+
+def test_zero_and_constant_activations():
+    words, scales, bias = _layer(64, 512, seed=3)
+    u = torch.zeros(2, 512, device="cuda")
+    u[1, 256:] = 7.0  # one all-zero k-step, one constant one
+    zf = CB.workspace(2, 512, "cuda")
+    CB.planes(u, 512, zf)
+    y = torch.empty(2, 64, device="cuda")
+    CB.gemv(words, zf, scales, bias, y)
+    ref = _reference(u, words, 512, scales, bias)
+    assert torch.allclose(y.double(), ref, rtol=1e-4, atol=1e-3)
+
+
+def test_bad_arguments_raise():
+    words, scales, bias = _layer(36, 300, seed=1)
+    u = torch.randn(1, 300, device="cuda")
+    zf = CB.workspace(1, 300, "cuda")
+    y = torch.empty(1, 36, device="cuda")
+    with pytest.raises(LiftExportError, match="planes"):
+        CB.planes(u, 300, CB.workspace(2, 300, "cuda"))  # wrong token count
+    with pytest.raises(LiftExportError, match="planes"):
+        CB.planes(u, 301, zf)  # more values than u has
+    CB.planes(u, 300, zf)
+    with pytest.raises(LiftExportError, match="gemv"):
+        CB.gemv(words[:, :35].contiguous(), zf, scales[:35], bias[:35], torch.empty(1, 35, device="cuda"))  # N % 4
+    with pytest.raises(LiftExportError, match="gemv"):
+        CB.gemv(words, zf, scales, bias, torch.empty(1, 32, device="cuda"))  # y width
+    with pytest.raises(LiftExportError, match="gemv"):
+        CB.gemv(torch.cat([words, words]), zf, scales, bias, y)  # more code words than planes
+    with pytest.raises(LiftExportError, match="gemv"):
+        CB.gemv(words, zf, scales, bias, y, residual=torch.empty(1, 36, device="cuda", dtype=torch.float16))
