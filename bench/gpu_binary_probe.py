@@ -2,8 +2,9 @@
 
 For each N x K and batch: a random lifted layer, the lifted activation u of fresh fp16 inputs (float32,
 the Triton transform), then planes + gemv checked against a float64 reference (outputs poisoned), then
-timed as CUDA graphs: gemv alone, planes alone, the whole layer (transform + planes + gemv), Triton's
-gemm_planes (the runtime's current route) and torch FP16 matmul in the same run.
+timed as CUDA graphs: gemv alone, planes alone, Triton transform + planes, the fused lift_planes kernel
+(k-steps per block 1, 2, 4), the whole layer (lift_planes + gemv, also checked), Triton's gemm_planes and
+torch FP16 matmul in the same run.
 
     LIFTEXPORT_CUDA_LIB=build/cuda/libliftquant_cuda.so python bench/gpu_binary_probe.py [--json F]
 """
@@ -27,6 +28,7 @@ def main():
     ap.add_argument("--json", default="bench/results/gpu_binary_probe.json")
     ap.add_argument("--rates", default="24/10,16/8,24/8")
     ap.add_argument("--batches", default="1,4,16", help="batches at 24/10 (other rates: batch 1)")
+    ap.add_argument("--shapes", default=None, help="N x K list, e.g. 12288x4096,4096x11008 (default: gpu_gemv's)")
     ap.add_argument("--no-layer", action="store_true", help="skip the layer and gemm_planes timings")
     args = ap.parse_args()
     assert CB.available("cuda"), "libliftquant_cuda.so not found or GPU older than sm_80"
@@ -34,7 +36,8 @@ def main():
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(f"{torch.cuda.get_device_name()}: copy {bw:.0f} GB/s, {sms} SMs", flush=True)
     rows = []
-    for (N, Kin) in SHAPES:
+    shapes = [tuple(map(int, v.split("x"))) for v in args.shapes.split(",")] if args.shapes else SHAPES
+    for (N, Kin) in shapes:
         w16 = torch.randn(N, Kin, dtype=torch.float16, device="cuda") * 0.02
         for rate in args.rates.split(","):
             D, d = map(int, rate.split("/"))
@@ -58,11 +61,21 @@ def main():
                 t_bin = t_us(graph_of(lambda: CB.gemv(mod.words, zf, mod.scales, mod.bias, y)).replay)
                 t_pl = t_us(graph_of(lambda: CB.planes(u, mod.K, zf)).replay)
 
-                def layer():
+                def two_step():
                     K.transform(x, mod.inv_s1, mod.L, mod.R, Kin, u)
                     CB.planes(u, mod.K, zf)
+                t_two = t_us(graph_of(two_step).replay)
+                t_lift = {spc: t_us(graph_of(lambda: CB.lift_planes(x, Kin, mod.inv_s1, mod.L, mod.R, zf, spc=spc)).replay)
+                          for spc in (1, 2, 4)}
+                spc = min(t_lift, key=t_lift.get)
+
+                def layer():
+                    CB.lift_planes(x, Kin, mod.inv_s1, mod.L, mod.R, zf, spc=spc)
                     CB.gemv(mod.words, zf, mod.scales, mod.bias, y)
+                y.fill_(float("nan"))
                 t_layer = t_us(graph_of(layer).replay) if not args.no_layer else float("nan")
+                if not args.no_layer:  # the fused route's result, same x as the last check
+                    errs.append(float((y.double() - ref).abs().max() / ref.abs().max()))
                 up = torch.zeros(B, mod.KW * 32, device="cuda", dtype=torch.float16)
                 K.transform(x, mod.inv_s1, mod.L, mod.R, Kin, up, planes=True)
                 ks = planes_split(B, N, mod.KW, sms)
@@ -72,12 +85,13 @@ def main():
                 t_fp16 = t_us(lambda: torch.matmul(x, w16.t()))
                 moved = code_bytes + 4 * N + 2 * B * (Kin + N)  # as bench/gpu_gemv.py
                 r = dict(N=N, K=Kin, D=D, d=d, batch=B, rel_err=max(errs), gemv_us=t_bin,
-                         planes_us=t_pl, layer_us=t_layer, gemm_planes_us=t_gp, fp16_us=t_fp16,
+                         planes_us=t_pl, transform_planes_us=t_two, lift_planes_us=t_lift, layer_us=t_layer, gemm_planes_us=t_gp, fp16_us=t_fp16,
                          pct_copy=100 * moved / t_bin / 1e3 / bw, x_fp16=t_fp16 / t_bin, x_fp16_layer=t_fp16 / t_layer)
                 rows.append(r)
                 print(f"{N}x{Kin} {D}/{d} B={B:2d} err {r['rel_err']:.1e} binary {t_bin:6.1f} us "
                       f"({r['pct_copy']:4.1f}% copy) "
-                      f"planes {t_pl:5.1f} layer {t_layer:6.1f} | gemm_planes {t_gp:6.1f} fp16 {t_fp16:6.1f} "
+                      f"planes {t_pl:5.1f} transform+planes {t_two:5.1f} fused {t_lift[spc]:5.1f} (spc {spc}) "
+                      f"layer {t_layer:6.1f} | gemm_planes {t_gp:6.1f} fp16 {t_fp16:6.1f} "
                       f"x{r['x_fp16']:.2f} / layer x{r['x_fp16_layer']:.2f}", flush=True)
             del mod
         del w16

@@ -8,6 +8,7 @@ fresh inputs (poisoned outputs), then times with CUDA events (median of triton.t
            split-K as the runtime chooses it (planes_split), one CUDA graph
   layer    the whole layer as the runtime runs it (transform + gemm_planes), one CUDA graph
   fp16     torch fp16 matmul (cuBLAS) of an N x K weight, same batch
+  seq      batch 1: per call in one CUDA graph of 8 calls on 8 distinct weights (binary GEMV and fp16)
   table    up to 4 tokens: the fp32 4-bit-table GEMV (the first design, kept for float32 activations)
   binary   up to BINARY_MAX_TOKENS: the binary-tensor-core GEMV (kernels/cuda/binary_gemv.cu; needs
            libliftquant_cuda.so); its layer adds the 24-bit-plane kernel between transform and GEMV
@@ -95,6 +96,24 @@ def checked_us(fn, out, ref):
     torch.cuda.synchronize()
     err = float((out.double() - ref).abs().max() / ref.abs().max())
     return err, t_us(graph_of(fn).replay)
+
+
+SEQ = 8
+
+
+def seq_us(mod, zf, y):
+    """Median µs per binary GEMV in one CUDA graph of SEQ back-to-back calls, each on its own random codes
+    of the layer's shape (what a decode step sees: kernels in a row, weights streamed from HBM)."""
+    words = [torch.randint_like(mod.words, -2**31, 2**31 - 1) for _ in range(SEQ)]
+    g = graph_of(lambda: [CB.gemv(w, zf, mod.scales, mod.bias, y) for w in words])
+    return t_us(g.replay) / SEQ
+
+
+def seq_fp16_us(x, w16):
+    """The same for torch FP16 matmul (SEQ distinct weights)."""
+    ws = [torch.randn_like(w16) for _ in range(SEQ)]
+    g = graph_of(lambda: [torch.matmul(x, w.t()) for w in ws])
+    return t_us(g.replay) / SEQ
 
 
 def sweep_planes(mod, M):
@@ -224,6 +243,8 @@ def main():
                     t_bin = t_us(graph_of(lambda: CB.gemv(mod.words, zf, mod.scales, mod.bias, y)).replay)
                     assert not torch.isnan(y).any(), "binary gemv left outputs unwritten"
                     times["binary"] = (t_bin, None)
+                    if B == 1:  # per call inside a stream of SEQ calls, each on its own codes (no L2 reuse)
+                        t_seq = seq_us(mod, zf, y)
                 for rt in times:
                     triton_linear.DECODE_ROUTE = rt
                     mod._ws.clear()
@@ -234,10 +255,13 @@ def main():
                 t_table, t_table_layer = times.get("table", (None, None))
                 t_planes_layer = times["planes"][1]
                 t_fp16 = t_us(lambda: torch.matmul(x, w16.t()))
+                t_fp16_seq = seq_fp16_us(x, w16) if B == 1 else None
                 moved = code_bytes + 4 * N + 2 * B * (Kin + N)
                 r = dict(N=N, K=Kin, D=D, d=d, bits=D / d, batch=B, route=route, rel_err=max(errs), rel_err_bf16=err_bf16,
                          gemv_us=t_gemv, layer_us=t_layer, fp16_us=t_fp16, planes_us=t_planes, table_us=t_table,
                          planes_layer_us=t_planes_layer, table_layer_us=t_table_layer,
+                         binary_seq_us=t_seq if binary and B == 1 else None, fp16_seq_us=t_fp16_seq,
+                         pct_copy_seq=100 * moved / t_seq / 1e3 / bw if binary and B == 1 else None,
                          binary_us=times.get("binary", (None, None))[0], binary_layer_us=times.get("binary", (None, None))[1],
                          gemv_GBps=moved / t_gemv / 1e3, pct_copy=100 * moved / t_gemv / 1e3 / bw,
                          speedup_gemv=t_fp16 / t_gemv, speedup_layer=t_fp16 / t_layer)
@@ -245,6 +269,7 @@ def main():
                 print(f"  {N}x{Kin} {D}/{d} B={B:2d} {route:5s} err {r['rel_err']:.1e}  gemv {t_gemv:7.1f} us "
                       f"({r['gemv_GBps']:5.0f} GB/s, {r['pct_copy']:4.1f}%)  layer {t_layer:7.1f}  fp16 {t_fp16:7.1f}  "
                       f"x{r['speedup_gemv']:.2f} / x{r['speedup_layer']:.2f}"
+                      + (f"  seq: binary {r['binary_seq_us']:.1f} fp16 {r['fp16_seq_us']:.1f}" if r['binary_seq_us'] else "")
                       + f"  [planes {t_planes:.1f}/{t_planes_layer:.1f}"
                       + (f", table {t_table:.1f}/{t_table_layer:.1f}" if t_table else "")
                       + (f", binary {times['binary'][0]:.1f}/{times['binary'][1]:.1f}]" if binary else "]"), flush=True)
@@ -253,11 +278,13 @@ def main():
         torch.cuda.empty_cache()
     print()
     print(f"{'N x K':>12} {'rate':>6} {'B':>3} {'route':>5} {'gemv us':>8} {'GB/s':>6} {'%copy':>6} {'layer us':>8} "
-          f"{'fp16 us':>8} {'x gemv':>6} {'x layer':>7} {'err f16':>8} {'err bf16':>8}")
+          f"{'fp16 us':>8} {'x gemv':>6} {'x layer':>7} {'err f16':>8} {'err bf16':>8} {'seq us':>7} {'%copy':>6} {'x fp16':>6}")
     for r in rows:
-        print(f"{r['N']:>6}x{r['K']:<5} {r['D']:>3}/{r['d']:<2} {r['batch']:>3} {r['route']:>5} {r['gemv_us']:8.1f} "
+        seq = (f" {r['binary_seq_us']:7.1f} {r['pct_copy_seq']:6.1f} {r['fp16_seq_us'] / r['binary_seq_us']:6.2f}"
+               if r.get("binary_seq_us") else "")
+        print(f"{r['N']:>6}x{r['K']:<5} {r['D']:>3}/{r['d']:<2} {r['batch']:>3} {r['route']:>6} {r['gemv_us']:8.1f} "
               f"{r['gemv_GBps']:6.0f} {r['pct_copy']:6.1f} {r['layer_us']:8.1f} {r['fp16_us']:8.1f} "
-              f"{r['speedup_gemv']:6.2f} {r['speedup_layer']:7.2f} {r['rel_err']:8.1e} {r['rel_err_bf16']:8.1e}")
+              f"{r['speedup_gemv']:6.2f} {r['speedup_layer']:7.2f} {r['rel_err']:8.1e} {r['rel_err_bf16']:8.1e}" + seq)
     out = dict(device=dev, date=time.strftime("%Y-%m-%d"), torch=torch.__version__, triton=triton.__version__,
                host=platform.node(), copy_GBps=bw, rows=rows, sweeps=sweeps)
     if args.json:

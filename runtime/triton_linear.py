@@ -6,8 +6,8 @@ kernels read. ``forward(x)`` returns one output per linear.
 
 Up to 4 tokens with float32 activations, or with ``DECODE_ROUTE`` "table": transform straight to
 4-bit tables -> split-K table GEMV + reduction (fp32 throughout). Up to 4 tokens of fp16/bf16 on a GPU
-with the CUDA library built (the decode default): transform -> u (float32) -> 16 bit planes per 256 values ->
-binary-tensor-core GEMV (kernels/cuda/binary_gemv.cu). Otherwise (more tokens, prefill, no library):
+with the CUDA library built (the decode default): transform + 16 bit planes per 256 values in one CUDA
+kernel (lift_planes) -> binary-tensor-core GEMV (kernels/cuda/binary_gemv.cu). Otherwise (more tokens, prefill, no library):
 transform -> u in bit-plane order in the activation dtype ->
 ``gemm_planes`` (codes decoded to +-1 in registers, tensor cores; IEEE dots for float32; split-K when
 the output tiles alone would not fill the GPU, ``planes_split``). RMSNorm or
@@ -40,6 +40,8 @@ WIDE_N = 16384
 #: 8192x8192, 182 vs 99 us on 28672x8192, bench/gpu_gemv.py --sweep).
 DECODE_ROUTE = "binary"
 BINARY_MAX_TOKENS = 4
+#: k-steps (256 lifted values) per block of the fused transform + planes kernel (kernels/cuda/binary_gemv.cu)
+LIFT_SPC = 2
 TABLE_CFG = dict(SW=32, BN=64, num_warps=4)
 
 
@@ -82,6 +84,10 @@ class TritonLiftGroup(nn.Module):
                               for lin in lins]).to(dev)
         self.register_buffer("bias", bias)
         self._ws: dict = {}
+        C = self.R.shape[1]
+        # the fused transform + planes kernel keeps the whole input and its rows in shared memory
+        rows = (256 * LIFT_SPC) // C + 2
+        self.lift_fits = 4 * (self.n1 * self.n2 + rows * (self.n1 + self.n2) + 256 * LIFT_SPC) <= 200_000
 
     @staticmethod
     def _sms(device) -> int:
@@ -134,12 +140,17 @@ class TritonLiftGroup(nn.Module):
         y = torch.empty(M, self.N, dtype=x.dtype, device=x.device)
         route = self.route(x, M)
         if route == "binary":
-            u = self._workspace("u", (M, self.n1 * self.R.shape[1]), torch.float32, x.device)
-            K.transform(x2, self.inv_s1, self.L, self.R, self.in_features, u, rms=rms, glu=glu)
             zf = self._ws.get(("binary", M, str(x.device)))
             if zf is None:
                 zf = self._ws[("binary", M, str(x.device))] = CB.workspace(M, self.K, x.device)
-            CB.planes(u, self.K, zf)
+            if self.lift_fits:  # transform + planes in one CUDA launch
+                rms32 = None if rms is None else (self._float32(rms[0]), rms[1])
+                CB.lift_planes(x2, self.in_features, self.inv_s1, self.L, self.R, zf, rms=rms32, glu=glu,
+                               spc=LIFT_SPC)
+            else:
+                u = self._workspace("u", (M, self.n1 * self.R.shape[1]), torch.float32, x.device)
+                K.transform(x2, self.inv_s1, self.L, self.R, self.in_features, u, rms=rms, glu=glu)
+                CB.planes(u, self.K, zf)
             CB.gemv(self.words, zf, self.scales, self.bias, y, residual=res2)
         elif route == "table":
             tabs = self._tables(x2, M, rms, glu)
@@ -156,6 +167,15 @@ class TritonLiftGroup(nn.Module):
             K.gemm_planes(u, self.words, self.scales, self.bias, y, residual=res2, split_k=ks, part=part,
                           **planes_cfg(M, self.N))
         return self._split(y, lead, split)
+
+    def _float32(self, t: torch.Tensor) -> torch.Tensor:
+        """A float32 copy of t kept for the life of the module (the norm weight the fused kernel reads)."""
+        if t.dtype == torch.float32:
+            return t
+        key = ("f32", t.data_ptr(), t.dtype, t.numel())
+        if key not in self._ws:
+            self._ws[key] = t.float().contiguous()
+        return self._ws[key]
 
     def route(self, x: torch.Tensor, M: int) -> str:
         """The decode route for M tokens of x's dtype and device: "table", "binary" or "planes"."""

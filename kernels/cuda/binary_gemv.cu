@@ -38,6 +38,7 @@ constexpr int FRAG = 8;                  // words per lane per k-step in the pla
 #endif
 constexpr int WARPS = LQ_WARPS;          // warps per gemv block (they split K)
 constexpr int PLANE_WARPS = 8;           // k-steps per planes block (one per warp)
+constexpr int LIFT_THREADS = 256;        // threads of a lift_planes block
 
 enum DType { F32 = 0, F16 = 1, BF16 = 2 };
 
@@ -50,26 +51,16 @@ template <> __device__ __forceinline__ float from_f<float>(float v) { return v; 
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
-// One warp per k-step s of a token (grid: ceil(steps / PLANE_WARPS) x M). Lane l loads the values
-// 256 s + 32 c + l (c = 0..7, word 8 s + c), the warp reduces their max, quantizes, and builds each
-// plane word with a ballot. Fragment order, zf[m][s][lane][FRAG]: lane 4 g + t holds for planes 8 j + g
-// (j = 0, 1) the words 8 s + t and 8 s + 4 + t at slots 2 j and 2 j + 1; slot 4 holds zs_s and slot 5
-// zs_s * sum(zq) (float bits); slots 6, 7 are zero.
-template <typename T>
-__global__ void __launch_bounds__(PLANE_WARPS * 32) planes_kernel(const T* __restrict__ u, int K, long long ldu,
-                                                                  uint32_t* __restrict__ zf, int steps) {
-  const int m = blockIdx.y, lane = threadIdx.x & 31, s = blockIdx.x * PLANE_WARPS + (threadIdx.x >> 5);
-  if (s >= steps) return;  // whole warps
+// One warp turns the 256 values of k-step s (v[c] held by lane l is value 256 s + 32 c + l) into the
+// step's fragment: it reduces their max, quantizes, and builds each plane word with a ballot.
+// Fragment order, zf[m][s][lane][FRAG]: lane 4 g + t holds for planes 8 j + g (j = 0, 1) the words
+// 8 s + t and 8 s + 4 + t at slots 2 j and 2 j + 1; slot 4 holds zs_s and slot 5 zs_s * sum(zq)
+// (float bits); slots 6, 7 are zero.
+__device__ __forceinline__ void store_step(const float (&v)[8], uint32_t* __restrict__ frag_out, int lane) {
   const int g = lane >> 2, t = lane & 3;
-  const T* row = u + (long long)m * ldu;
-  float v[8];
   float amax = 0.f;
 #pragma unroll
-  for (int c = 0; c < 8; ++c) {
-    const int i = 256 * s + 32 * c + lane;
-    v[c] = i < K ? to_f(row[i]) : 0.f;
-    amax = fmaxf(amax, fabsf(v[c]));
-  }
+  for (int c = 0; c < 8; ++c) amax = fmaxf(amax, fabsf(v[c]));
 #pragma unroll
   for (int o = 16; o; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(~0u, amax, o));
   const float inv = amax > 0.f ? QMAX / amax : 0.f, zs = amax / QMAX;
@@ -89,9 +80,143 @@ __global__ void __launch_bounds__(PLANE_WARPS * 32) planes_kernel(const T* __res
   for (int o = 16; o; o >>= 1) sum += __shfl_xor_sync(~0u, sum, o);
   frag[4] = __float_as_uint(zs);
   frag[5] = __float_as_uint(zs * (float)sum);
-  uint4* out = reinterpret_cast<uint4*>(zf + (((long long)m * steps + s) * 32 + lane) * FRAG);
+  uint4* out = reinterpret_cast<uint4*>(frag_out + lane * FRAG);
   out[0] = make_uint4(frag[0], frag[1], frag[2], frag[3]);
   out[1] = make_uint4(frag[4], frag[5], frag[6], frag[7]);
+}
+
+// dst[0 .. count) = src[0 .. count) by a whole block (shared <- global): 16-byte loads where both
+// sides allow, eight in flight per thread.
+__device__ __forceinline__ void copy_floats(float* dst, const float* __restrict__ src, int count, int tid, int nthreads) {
+  int head = 0;
+  if (((reinterpret_cast<uintptr_t>(dst) ^ reinterpret_cast<uintptr_t>(src)) & 15) == 0) {
+    head = min(count, (int)(((16 - (reinterpret_cast<uintptr_t>(src) & 15)) & 15) / 4));
+    const int nvec = (count - head) / 4;
+    const float4* s4 = reinterpret_cast<const float4*>(src + head);
+    float4* d4 = reinterpret_cast<float4*>(dst + head);
+#pragma unroll 8
+    for (int i = tid; i < nvec; i += nthreads) d4[i] = __ldg(s4 + i);
+    for (int i = head + 4 * nvec + tid; i < count; i += nthreads) dst[i] = __ldg(src + i);
+    count = head;
+  }
+#pragma unroll 8
+  for (int i = tid; i < count; i += nthreads) dst[i] = __ldg(src + i);
+}
+
+// Planes of a given u: one warp per k-step s of a token (grid: ceil(steps / PLANE_WARPS) x M).
+template <typename T>
+__global__ void __launch_bounds__(PLANE_WARPS * 32) planes_kernel(const T* __restrict__ u, int K, long long ldu,
+                                                                  uint32_t* __restrict__ zf, int steps) {
+  const int m = blockIdx.y, lane = threadIdx.x & 31, s = blockIdx.x * PLANE_WARPS + (threadIdx.x >> 5);
+  if (s >= steps) return;  // whole warps
+  const T* row = u + (long long)m * ldu;
+  float v[8];
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+    const int i = 256 * s + 32 * c + lane;
+    v[c] = i < K ? to_f(row[i]) : 0.f;
+  }
+  store_step(v, zf + ((long long)m * steps + s) * 32 * FRAG, lane);
+}
+
+// The lifted transform and the planes in one kernel (decode: a few tokens). u = L X R with
+// X = (prologue(x) / s1 padded to n1 * n2) as n1 x n2 (row-major) and u flat [n1 * C]; prologue: none
+// (PRE 0), RMSNorm with weight nw (1), or SiLU(gate) * up of x = [gate | up] (2), float32 math.
+// Block (b, m) owns k-steps [b * spc, (b + 1) * spc) of token m, i.e. the flat values f_a .. f_b - 1
+// and the rows i_a .. i_b of U that hold them. Each row of U is independent, U[i, :] = (L[i, :] X) R,
+// so a block computes only its rows (boundary rows twice, by two blocks): X, its rows of L and, when
+// they fit (stage_r), R into shared memory (every block redoes the prologue; x is small and
+// L2-resident), W = L[i_a..i_b, :] X, then its values of W R, then one warp per k-step quantizes them
+// (store_step). Shared memory: n + rows * (n1 + n2) + 256 spc (+ n2 * C) floats.
+template <typename T, int PRE>
+__global__ void __launch_bounds__(LIFT_THREADS) lift_planes_kernel(
+    const T* __restrict__ x, long long ldx, int in_features, const float* __restrict__ nw, float eps,
+    const float* __restrict__ inv_s1, const float* __restrict__ L, const float* __restrict__ R, int n1, int n2,
+    int C, uint32_t* __restrict__ zf, int steps, int spc, int stage_r) {
+  extern __shared__ float sm[];
+  __shared__ float red[LIFT_THREADS / 32];
+  const int m = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int n = n1 * n2, K = n1 * C;
+  const T* xb = x + (long long)m * ldx;
+  float rstd = 1.f;
+  if (PRE == 1) {
+    float ss = 0.f;
+#pragma unroll 8
+    for (int f = tid; f < in_features; f += LIFT_THREADS) {
+      const float v = to_f(xb[f]);
+      ss += v * v;
+    }
+#pragma unroll
+    for (int o = 16; o; o >>= 1) ss += __shfl_xor_sync(~0u, ss, o);
+    if (lane == 0) red[warp] = ss;
+    __syncthreads();
+    ss = 0.f;
+#pragma unroll
+    for (int w = 0; w < LIFT_THREADS / 32; ++w) ss += red[w];
+    rstd = rsqrtf(ss / in_features + eps);
+  }
+  const int s_a = blockIdx.x * spc, s_b = min(steps, s_a + spc);
+  const int f_a = 256 * s_a, f_b = min(K, 256 * s_b);
+  const int i_a = f_a / C, rows = (f_b - 1) / C - i_a + 1;
+  float* xs = sm;               // [n]: X (first inv_s1)
+  float* Ls = xs + n;           // [rows, n1]: the block's rows of L
+  float* W = Ls + rows * n1;    // [rows, n2]
+  float* useg = W + rows * n2;  // [256 * spc]: values f_a .. f_a + 256 spc - 1 (zero past K)
+  float* Rs = useg + 256 * spc;  // [n2, C] when staged
+  copy_floats(xs, inv_s1, n, tid, LIFT_THREADS);
+  copy_floats(Ls, L + (long long)i_a * n1, rows * n1, tid, LIFT_THREADS);
+  if (stage_r) copy_floats(Rs, R, n2 * C, tid, LIFT_THREADS);
+  __syncthreads();
+#pragma unroll 8
+  for (int f = tid; f < n; f += LIFT_THREADS) {
+    float v = 0.f;
+    if (f < in_features) {
+      v = to_f(xb[f]);
+      if (PRE == 1) v = v * rstd * __ldg(nw + f);
+      if (PRE == 2) v = v / (1.f + __expf(-v)) * to_f(xb[in_features + f]);
+    }
+    xs[f] *= v;
+  }
+  __syncthreads();
+  for (int o = tid; o < rows * n2; o += LIFT_THREADS) {
+    const int r = o / n2, j = o - r * n2;
+    const float* Lr = Ls + r * n1;
+    float a0 = 0.f, a1 = 0.f;
+    int k = 0;
+    for (; k + 1 < n1; k += 2) {
+      a0 = fmaf(Lr[k], xs[k * n2 + j], a0);
+      a1 = fmaf(Lr[k + 1], xs[(k + 1) * n2 + j], a1);
+    }
+    if (k < n1) a0 = fmaf(Lr[k], xs[k * n2 + j], a0);
+    W[o] = a0 + a1;
+  }
+  __syncthreads();
+  const float* Rsrc = stage_r ? Rs : R;
+  for (int f = f_a + tid; f < 256 * s_b; f += LIFT_THREADS) {
+    float a = 0.f;
+    if (f < f_b) {
+      const int i = f / C, c = f - i * C;
+      const float* Wr = W + (i - i_a) * n2;
+      float a1 = 0.f, a2 = 0.f, a3 = 0.f;
+      int j = 0;
+      for (; j + 3 < n2; j += 4) {
+        a = fmaf(Wr[j], Rsrc[(long long)j * C + c], a);
+        a1 = fmaf(Wr[j + 1], Rsrc[(long long)(j + 1) * C + c], a1);
+        a2 = fmaf(Wr[j + 2], Rsrc[(long long)(j + 2) * C + c], a2);
+        a3 = fmaf(Wr[j + 3], Rsrc[(long long)(j + 3) * C + c], a3);
+      }
+      for (; j < n2; ++j) a = fmaf(Wr[j], Rsrc[(long long)j * C + c], a);
+      a += a1 + a2 + a3;
+    }
+    useg[f - f_a] = a;
+  }
+  __syncthreads();
+  for (int s = s_a + warp; s < s_b; s += LIFT_THREADS / 32) {
+    float v[8];
+#pragma unroll
+    for (int c = 0; c < 8; ++c) v[c] = useg[256 * (s - s_a) + 32 * c + lane];
+    store_step(v, zf + ((long long)m * steps + s) * 32 * FRAG, lane);
+  }
 }
 
 __device__ __forceinline__ void bmma(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
@@ -229,9 +354,74 @@ cudaError_t dispatch_gemv(const uint32_t* words, int KW, int N, const uint32_t* 
 #undef LQ_ARGS
 }
 
+template <typename T, int PRE>
+cudaError_t launch_lift(const void* x, long long ldx, int in_features, const float* nw, float eps, const float* inv_s1,
+                        const float* L, const float* R, int n1, int n2, int C, uint32_t* zf, int steps, int spc,
+                        int M, size_t smem, int stage_r, cudaStream_t stream) {
+  static size_t opted = 48 << 10;  // dynamic shared memory this instantiation may use (default limit)
+  if (smem > opted) {
+    const cudaError_t e = cudaFuncSetAttribute(lift_planes_kernel<T, PRE>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    opted = smem;
+  }
+  const dim3 grid((steps + spc - 1) / spc, M);
+  lift_planes_kernel<T, PRE><<<grid, LIFT_THREADS, smem, stream>>>(static_cast<const T*>(x), ldx, in_features, nw, eps,
+                                                                   inv_s1, L, R, n1, n2, C, zf, steps, spc, stage_r);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t dispatch_lift(int pre, const void* x, long long ldx, int in_features, const float* nw, float eps,
+                          const float* inv_s1, const float* L, const float* R, int n1, int n2, int C, uint32_t* zf,
+                          int steps, int spc, int M, size_t smem, int stage_r, cudaStream_t stream) {
+#define LQ_ARGS x, ldx, in_features, nw, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, stage_r, stream
+  if (pre == 1) return launch_lift<T, 1>(LQ_ARGS);
+  if (pre == 2) return launch_lift<T, 2>(LQ_ARGS);
+  return launch_lift<T, 0>(LQ_ARGS);
+#undef LQ_ARGS
+}
+
 }  // namespace
 
 extern "C" {
+
+// Transform and planes in one launch: zf [M, steps = ceil(n1 * C / 256), 32, 8] from x [M, width] (row
+// stride ldx; dtype as below; width = in_features, or 2 * in_features for pre 2), pre 0 none, 1 RMSNorm
+// (nw float32 [in_features], eps), 2 SiLU(gate) * up; inv_s1 float32 [n1 * n2] (>= in_features),
+// L float32 [n1, n1], R float32 [n2, C]. spc: k-steps per block (1..16).
+__attribute__((visibility("default"))) int lq_lift_planes(const void* x, int dtype, int M, long long ldx,
+                                                          int in_features, int pre, const float* nw, float eps,
+                                                          const float* inv_s1, const float* L, const float* R,
+                                                          int n1, int n2, int C, uint32_t* zf, int steps, int spc,
+                                                          cudaStream_t stream) {
+  const long long K = (long long)n1 * C;
+  if (!x || !inv_s1 || !L || !R || !zf || M < 0 || n1 < 1 || n2 < 1 || C < 1 || in_features < 1 ||
+      (long long)n1 * n2 < in_features || pre < 0 || pre > 2 || (pre == 1 && !nw) ||
+      ldx < (pre == 2 ? 2LL : 1LL) * in_features || K > (1LL << 30) || steps != (K + 255) / 256 || spc < 1 ||
+      spc > 16 || reinterpret_cast<uintptr_t>(zf) % 16)
+    return -1;
+  if (M == 0) return 0;
+  const long long rows = (256LL * spc) / C + 2;
+  size_t smem = sizeof(float) * ((size_t)n1 * n2 + rows * (n1 + n2) + 256 * spc);
+  int dev = 0, cap = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&cap, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+    return (int)cudaGetLastError();
+  if (smem + 1024 > (size_t)cap) return -3;  // input too wide for one block's shared memory
+  const size_t with_r = smem + sizeof(float) * (size_t)n2 * C;
+  const int stage_r = with_r + 1024 <= (size_t)cap;
+  if (stage_r) smem = with_r;
+  cudaError_t e;
+  switch (dtype) {
+    case F32: e = dispatch_lift<float>(pre, x, ldx, in_features, nw, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, stage_r, stream); break;
+    case F16: e = dispatch_lift<__half>(pre, x, ldx, in_features, nw, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, stage_r, stream); break;
+    case BF16: e = dispatch_lift<__nv_bfloat16>(pre, x, ldx, in_features, nw, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, stage_r, stream); break;
+    default: return -2;
+  }
+  return (int)e;
+}
+
 
 // Bit planes of u [M, K] (row stride ldu elements; dtype 0 float32, 1 float16, 2 bfloat16) into
 // zf [M, steps = ceil(K / 256), 32, 8] uint32 (16-byte aligned).

@@ -59,6 +59,31 @@ def test_gemv_matches_float64(N, Kl, M, dtype):
     assert float((y2.double() - ref2).abs().max() / ref2.abs().max()) <= TOL[dtype]
 
 
+def test_repeated_calls_in_a_cuda_graph():
+    N, Kl = 4096, 9840
+    words, scales, bias = _layer(N, Kl, seed=5)
+    u = torch.randn(1, Kl, device="cuda")
+    zf = CB.workspace(1, Kl, "cuda")
+    y = torch.empty(1, N, device="cuda", dtype=torch.float16)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        CB.planes(u, Kl, zf)
+        CB.gemv(words, zf, scales, bias, y)
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        CB.planes(u, Kl, zf)
+        CB.gemv(words, zf, scales, bias, y)
+    for _ in range(3):  # fresh inputs, same addresses
+        u.copy_(torch.randn(1, Kl, device="cuda"))
+        y.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        ref = _reference(u, words, Kl, scales, bias)
+        assert float((y.double() - ref).abs().max() / ref.abs().max()) <= TOL[torch.float16]
+
+
 def test_zero_and_constant_activations():
     words, scales, bias = _layer(64, 512, seed=3)
     u = torch.zeros(2, 512, device="cuda")
@@ -89,3 +114,57 @@ def test_bad_arguments_raise():
         CB.gemv(torch.cat([words, words]), zf, scales, bias, y)  # more code words than planes
     with pytest.raises(LiftExportError, match="gemv"):
         CB.gemv(words, zf, scales, bias, y, residual=torch.empty(1, 36, device="cuda", dtype=torch.float16))
+
+
+def _transform(in_features, D, d, seed):
+    from liftexport.ir import LiftTransform, choose_shape
+    from liftexport.transform import fused_factors
+
+    g = torch.Generator().manual_seed(seed)
+    n1, n2 = choose_shape(in_features, d)
+    tf = LiftTransform(D=D, d=d, in_features=in_features, n1=n1, n2=n2, M=torch.randn(d, D, generator=g) / D ** 0.5,
+                       a=torch.rand(n1, generator=g) + 0.5, b=torch.rand(n2 // d, generator=g) + 0.5,
+                       s1=torch.rand(n1 * n2, generator=g) + 0.5)
+    L, R = fused_factors(tf.M, tf.a, tf.b, n1, n2, torch.float64)
+    return tf, L.cuda(), R.cuda()
+
+
+@pytest.mark.parametrize("in_features,D,d", [(64, 24, 10), (300, 16, 8), (1000, 24, 8), (4096, 24, 10), (1100, 23, 10)])
+@pytest.mark.parametrize("pre", ["none", "rms", "glu"])
+@pytest.mark.parametrize("M", [1, 3])
+@pytest.mark.parametrize("spc", [1, 2, 5])
+def test_lift_planes_matches_float64(in_features, D, d, pre, M, spc):
+    from liftexport.runtime.triton_linear import torch_prologue
+    from liftexport.transform import lift_with_factors
+
+    tf, L, R = _transform(in_features, D, d, seed=in_features + D + M)
+    n1, n2, C = tf.n1, tf.n2, R.shape[1]
+    Kl = n1 * C
+    words, scales, bias = _layer(36, Kl, seed=Kl)
+    width = 2 * in_features if pre == "glu" else in_features
+    x = torch.randn(M, width, device="cuda").half()
+    rms = (torch.rand(in_features, device="cuda") + 0.5, 1e-5) if pre == "rms" else None
+    inv = (1.0 / tf.s1.double()).float().cuda()
+    zf = CB.workspace(M, Kl, "cuda")
+    zf.fill_(-1)
+    CB.lift_planes(x, in_features, inv, L.float(), R.float(), zf, rms=rms, glu=pre == "glu", spc=spc)
+    y = torch.full((M, 36), float("nan"), device="cuda")
+    CB.gemv(words, zf, scales, bias, y)
+    xp = torch_prologue(x.double(), (rms[0].double(), rms[1]) if rms else None, pre == "glu", in_features)
+    u = lift_with_factors(xp, L, R, tf.s1.cuda().double(), in_features, n1, n2)
+    ref = _reference(u, words, Kl, scales, bias)
+    err = float((y.double() - ref).abs().max() / ref.abs().max())
+    assert err <= 2e-4, err
+
+
+def test_lift_planes_bad_arguments():
+    tf, L, R = _transform(300, 16, 8, seed=1)
+    x = torch.randn(1, 300, device="cuda")
+    inv = torch.ones(tf.n1 * tf.n2, device="cuda")
+    zf = CB.workspace(1, tf.n1 * R.shape[1], "cuda")
+    with pytest.raises(LiftExportError, match="lift planes"):
+        CB.lift_planes(x, 300, inv, L.float(), R.float(), zf, glu=True)  # x is not [gate | up]
+    with pytest.raises(LiftExportError, match="lift planes"):
+        CB.lift_planes(x, 300, inv, L.double(), R.float(), zf)  # factors must be float32
+    with pytest.raises(LiftExportError, match="lift planes"):
+        CB.lift_planes(x, 300, inv, L.float(), R.float(), CB.workspace(1, 100, "cuda"))  # wrong plane count
