@@ -146,3 +146,58 @@ def gemv(words: torch.Tensor, zf: torch.Tensor, scales: torch.Tensor, bias, y: t
                                  residual.data_ptr() if residual is not None else None,
                                  residual.stride(0) if residual is not None else 0, y.data_ptr(), y.stride(0), M,
                                  _DTYPES[y.dtype], _stream(y)), "binary gemv")
+
+
+QMAX = 2 ** (PLANES - 1) - 1
+
+
+def planes_reference(u: torch.Tensor, K: int) -> torch.Tensor:
+    """What ``planes`` writes, in torch (any device): the bit-exact specification of the planes buffer.
+
+    Per k-step s (values 256 s .. 256 s + 255, zero past K): zs = max|v| / QMAX, zq = round-half-even(v *
+    (QMAX / max|v|)) in float32; word c of plane p holds bit p (two's complement) of zq[32 c + l] at bit l;
+    lane 4 g + t's slots: 2 j -> word t of plane 8 j + g, 2 j + 1 -> word 4 + t of plane 8 j + g (j = 0, 1),
+    4 -> zs, 5 -> zs * sum(zq) (float32 bits), 6 and 7 -> 0."""
+    M, S = u.shape[0], steps(K)
+    v = torch.zeros(M, S * 256, dtype=torch.float32, device=u.device)
+    v[:, :K] = u[:, :K].float()
+    v = v.view(M, S, 256)
+    amax = v.abs().amax(-1)
+    inv = torch.where(amax > 0, QMAX / torch.where(amax > 0, amax, 1.0), torch.zeros_like(amax))
+    q = torch.round(v * inv[..., None]).clamp(-QMAX, QMAX).to(torch.int64)
+    bits = (q[..., None] >> torch.arange(PLANES, device=u.device)) & 1  # [M, S, 256, P]
+    bits = bits.view(M, S, 8, 32, PLANES)
+    words = (bits << torch.arange(32, device=u.device)[:, None]).sum(3)  # [M, S, 8 words, P planes]
+    words = ((words + 2 ** 31) % 2 ** 32 - 2 ** 31).to(torch.int32)
+    frag = torch.zeros(M, S, 32, 8, dtype=torch.int32, device=u.device)
+    lane = torch.arange(32, device=u.device)
+    g, t = lane // 4, lane % 4
+    for j in range(2):
+        frag[:, :, lane, 2 * j] = words[:, :, t, 8 * j + g]
+        frag[:, :, lane, 2 * j + 1] = words[:, :, 4 + t, 8 * j + g]
+    zs = amax / QMAX
+    frag[:, :, :, 4] = zs.view(torch.int32)[..., None]
+    frag[:, :, :, 5] = (zs * q.sum(-1).float()).view(torch.int32)[..., None]
+    return frag
+
+
+def gemv_reference(words: torch.Tensor, zf: torch.Tensor, K: int, scales: torch.Tensor, bias=None) -> torch.Tensor:
+    """float64 y [M, N] from the K-major code words [KW, N] and a planes buffer, by decoding the planes
+    back to (zs, zq) per k-step: y = scales * sum_k zs zq[k] (2 bit[k] - 1) + bias."""
+    M, S = zf.shape[:2]
+    lane = torch.arange(32, device=zf.device)
+    g, t = lane // 4, lane % 4
+    words_sp = torch.zeros(M, S, 8, PLANES, dtype=torch.int64, device=zf.device)
+    for j in range(2):
+        words_sp[:, :, t, 8 * j + g] = zf[:, :, lane, 2 * j].long() & 0xFFFFFFFF
+        words_sp[:, :, 4 + t, 8 * j + g] = zf[:, :, lane, 2 * j + 1].long() & 0xFFFFFFFF
+    bits = (words_sp[:, :, :, None, :] >> torch.arange(32, device=zf.device)[:, None]) & 1  # [M, S, 8, 32, P]
+    w = 2.0 ** torch.arange(PLANES, dtype=torch.float64, device=zf.device)
+    w[-1] = -w[-1]
+    zq = (bits.double() * w).sum(-1).reshape(M, S * 256)
+    zs = zf[:, :, 0, 4].contiguous().view(torch.float32).double()
+    uq = (zq.view(M, S, 256) * zs[..., None]).reshape(M, S * 256)[:, :K]
+    k = torch.arange(K, device=zf.device)
+    q = ((words[k // 32] >> (k % 32)[:, None]) & 1).double() * 2 - 1  # [K, N]
+    y = (uq @ q) * scales.double()
+    return y if bias is None else y + bias.double()

@@ -47,12 +47,15 @@ def test_gemv_matches_float64(N, Kl, M, dtype):
     zf = CB.workspace(M, Kl, "cuda")
     zf.fill_(-1)  # planes must write every word it owns
     CB.planes(u, Kl, zf)
+    assert torch.equal(zf, CB.planes_reference(u, Kl)), "planes differ from their specification"
     y = torch.full((M, N), float("nan"), dtype=dtype, device="cuda")
     res = torch.randn(M, N, device="cuda").to(dtype)
     CB.gemv(words, zf, scales, bias, y, residual=res)
     ref = _reference(u, words, Kl, scales, bias, res)
     err = float((y.double() - ref).abs().max() / ref.abs().max())
     assert err <= TOL[dtype], err
+    spec = CB.gemv_reference(words, zf, Kl, scales, bias) + res.double()  # the same planes, decoded
+    assert float((y.double() - spec).abs().max() / spec.abs().max()) <= (2e-5 if dtype == torch.float32 else TOL[dtype])
     y2 = torch.full((M, N), float("nan"), dtype=dtype, device="cuda")
     CB.gemv(words, zf, scales, None, y2)  # no bias, no residual
     ref2 = _reference(u, words, Kl, scales, torch.zeros_like(bias))

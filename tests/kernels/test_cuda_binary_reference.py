@@ -1,0 +1,47 @@
+"""The binary route's planes format and arithmetic, specified in torch (kernels/cuda_binary.py's
+planes_reference / gemv_reference), against float64 on the CPU. The GPU test checks the CUDA kernels
+bit-exactly against the same specification."""
+
+from __future__ import annotations
+
+import torch
+
+from liftexport.kernels import cuda_binary as CB
+from liftexport.kernels.triton import lift_linear as K
+
+
+def _case(M, Kl, N, seed):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(M, Kl, generator=g) * torch.logspace(-2, 1, Kl)
+    codes = torch.randint(0, 256, (N, -(-Kl // 8)), dtype=torch.uint8, generator=g)
+    return u, K.kmajor_words(codes, Kl), torch.rand(N, generator=g) + 0.1, torch.randn(N, generator=g)
+
+
+def test_planes_round_trip_and_product_match_float64():
+    for M, Kl, N in ((1, 1, 4), (2, 300, 12), (3, 1000, 36), (1, 9840, 8)):
+        u, words, scales, bias = _case(M, Kl, N, seed=Kl)
+        u[0, : min(Kl, 256)] = 0.0  # an all-zero k-step
+        zf = CB.planes_reference(u, Kl)
+        assert zf.shape == (M, CB.steps(Kl), 32, 8) and not zf[..., 6:].any()
+        y = CB.gemv_reference(words, zf, Kl, scales, bias)
+        k = torch.arange(Kl)
+        q = ((words[k // 32] >> (k % 32)[:, None]) & 1).double() * 2 - 1
+        ref = (u.double() @ q) * scales.double() + bias.double()
+        err = float((y - ref).abs().max() / ref.abs().max())
+        assert err < 2e-4, (M, Kl, err)
+
+
+def test_planes_encode_twos_complement_per_step():
+    u = torch.zeros(1, 512)
+    u[0, 0], u[0, 1], u[0, 300] = 1.0, -0.5, -3.0  # step 0: max 1; step 1: max 3
+    zf = CB.planes_reference(u, 512)
+    zs = zf[0, :, 0, 4].view(torch.float32)
+    assert torch.allclose(zs, torch.tensor([1.0, 3.0]) / CB.QMAX)
+    # value 1 (index 0: word 0, bit 0) is +QMAX = 0x7FFF: planes 0..14 set, plane 15 (sign) clear
+    lane0 = zf[0, 0, 0]  # g = 0, t = 0: planes 0 and 8, word 0
+    assert lane0[0] & 1 == 1 and lane0[2] & 1 == 1
+    lane28 = zf[0, 0, 28]  # g = 7, t = 0: planes 7 and 15, word 0
+    assert lane28[0] & 1 == 1 and lane28[2] & 1 == 0
+    # value -0.5 (index 1: word 0, bit 1) is round(-0.5 * QMAX) = -16384 = 0xC000: planes 14, 15 set only
+    assert (lane28[2] >> 1) & 1 == 1 and (zf[0, 0, 24][2] >> 1) & 1 == 1 and (lane0[0] >> 1) & 1 == 0
+    assert zf[0, 1, 0, 5].view(torch.float32) == zs[1] * -CB.QMAX
