@@ -163,8 +163,10 @@ def planes_reference(u: torch.Tensor, K: int) -> torch.Tensor:
     v[:, :K] = u[:, :K].float()
     v = v.view(M, S, 256)
     amax = v.abs().amax(-1)
-    inv = torch.where(amax > 0, QMAX / torch.where(amax > 0, amax, 1.0), torch.zeros_like(amax))
-    q = torch.round(v * inv[..., None]).clamp(-QMAX, QMAX).to(torch.int64)
+    # float32 quotients and products, correctly rounded (computed exactly enough in float64, then rounded
+    # once: torch's own float32 division on CUDA is not always the IEEE quotient)
+    inv = torch.where(amax > 0, (QMAX / torch.where(amax > 0, amax, 1.0).double()).float(), torch.zeros_like(amax))
+    q = torch.round((v.double() * inv.double()[..., None]).float()).clamp(-QMAX, QMAX).to(torch.int64)
     bits = (q[..., None] >> torch.arange(PLANES, device=u.device)) & 1  # [M, S, 256, P]
     bits = bits.view(M, S, 8, 32, PLANES)
     words = (bits << torch.arange(32, device=u.device)[:, None]).sum(3)  # [M, S, 8 words, P planes]
@@ -175,9 +177,9 @@ def planes_reference(u: torch.Tensor, K: int) -> torch.Tensor:
     for j in range(2):
         frag[:, :, lane, 2 * j] = words[:, :, t, 8 * j + g]
         frag[:, :, lane, 2 * j + 1] = words[:, :, 4 + t, 8 * j + g]
-    zs = amax / QMAX
+    zs = (amax.double() / QMAX).float()
     frag[:, :, :, 4] = zs.view(torch.int32)[..., None]
-    frag[:, :, :, 5] = (zs * q.sum(-1).float()).view(torch.int32)[..., None]
+    frag[:, :, :, 5] = (zs.double() * q.sum(-1).double()).float().view(torch.int32)[..., None]
     return frag
 
 

@@ -63,12 +63,14 @@ __device__ __forceinline__ void store_step(const float (&v)[8], uint32_t* __rest
   for (int c = 0; c < 8; ++c) amax = fmaxf(amax, fabsf(v[c]));
 #pragma unroll
   for (int o = 16; o; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(~0u, amax, o));
-  const float inv = amax > 0.f ? QMAX / amax : 0.f, zs = amax / QMAX;
+  // IEEE round-to-nearest division and products throughout: the planes are specified bit-exactly
+  // (liftexport/kernels/cuda_binary.py planes_reference)
+  const float inv = amax > 0.f ? __fdiv_rn((float)QMAX, amax) : 0.f, zs = __fdiv_rn(amax, (float)QMAX);
   uint32_t frag[FRAG] = {0, 0, 0, 0, 0, 0, 0, 0};
   int sum = 0;
 #pragma unroll
   for (int c = 0; c < 8; ++c) {
-    const int q = max(-QMAX, min(QMAX, __float2int_rn(v[c] * inv)));
+    const int q = max(-QMAX, min(QMAX, __float2int_rn(__fmul_rn(v[c], inv))));
     sum += q;
 #pragma unroll
     for (int p = 0; p < P; ++p) {
@@ -79,7 +81,7 @@ __device__ __forceinline__ void store_step(const float (&v)[8], uint32_t* __rest
 #pragma unroll
   for (int o = 16; o; o >>= 1) sum += __shfl_xor_sync(~0u, sum, o);
   frag[4] = __float_as_uint(zs);
-  frag[5] = __float_as_uint(zs * (float)sum);
+  frag[5] = __float_as_uint(__fmul_rn(zs, (float)sum));
   uint4* out = reinterpret_cast<uint4*>(frag_out + lane * FRAG);
   out[0] = make_uint4(frag[0], frag[1], frag[2], frag[3]);
   out[1] = make_uint4(frag[4], frag[5], frag[6], frag[7]);
