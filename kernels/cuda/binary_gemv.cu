@@ -27,16 +27,13 @@ namespace {
 constexpr int P = 16;                    // bit planes of the quantized activation
 constexpr int QMAX = (1 << (P - 1)) - 1;
 constexpr int FRAG = 8;                  // words per lane per k-step in the planes buffer
-#ifndef LQ_WARPS
-#define LQ_WARPS 8
-#endif
 #ifndef LQ_U1
 #define LQ_U1 2
 #endif
-#ifndef LQ_MINB
-#define LQ_MINB 2
-#endif
-constexpr int WARPS = LQ_WARPS;          // warps per gemv block (they split K)
+// gemv blocks: 8 warps splitting K; with many row blocks (>= WIDE_BLOCKS_PER_SM per SM) and one token,
+// 4 warps, so that all blocks fit on the GPU in one wave (28672x8192: 33.3 -> 32.5 us, 22016x4096:
+// 19.1 -> 17.5; fewer row blocks are faster with 8: bench/results/binary_variants/)
+constexpr int WIDE_BLOCKS_PER_SM = 5;
 constexpr int PLANE_WARPS = 8;           // k-steps per planes block (one per warp)
 constexpr int LIFT_THREADS = 256;        // threads of a lift_planes block
 
@@ -239,8 +236,8 @@ __device__ __forceinline__ float plane_weight(int p) {
 // lines); rows 4 g, 4 g + 1 are MMA rows g, g + 8 of tile 0, rows 4 g + 2, 4 g + 3 those of tile 1.
 // The block's warps take every WARPS-th k-step, U at a time with all loads issued first; each k-step's
 // counts are scaled by its zs_s into float32 accumulators.
-template <int MB, typename T>
-__global__ void __launch_bounds__(WARPS * 32, MB == 1 ? LQ_MINB : 1) gemv_kernel(
+template <int MB, int WARPS, typename T>
+__global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2)) gemv_kernel(
     const uint32_t* __restrict__ words, int KW, int N, const uint32_t* __restrict__ zf, int steps,
     const float* __restrict__ rscale, const float* __restrict__ bias, const T* __restrict__ res, long long ldr,
     T* __restrict__ y, long long ldy, int M) {
@@ -340,7 +337,18 @@ cudaError_t launch_gemv(const uint32_t* words, int KW, int N, const uint32_t* zf
                         const float* bias, const void* res, long long ldr, void* y, long long ldy, int M,
                         cudaStream_t stream) {
   const dim3 grid((N + 31) / 32, (M + MB - 1) / MB);
-  gemv_kernel<MB, T><<<grid, WARPS * 32, 0, stream>>>(words, KW, N, zf, steps, rscale, bias,
+  int dev = 0, sms = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (e != cudaSuccess) return e;
+  if constexpr (MB == 1) {
+    if ((int)grid.x >= WIDE_BLOCKS_PER_SM * sms) {
+      gemv_kernel<MB, 4, T><<<grid, 4 * 32, 0, stream>>>(words, KW, N, zf, steps, rscale, bias,
+                                                          static_cast<const T*>(res), ldr, static_cast<T*>(y), ldy, M);
+      return cudaGetLastError();
+    }
+  }
+  gemv_kernel<MB, 8, T><<<grid, 8 * 32, 0, stream>>>(words, KW, N, zf, steps, rscale, bias,
                                                       static_cast<const T*>(res), ldr, static_cast<T*>(y), ldy, M);
   return cudaGetLastError();
 }

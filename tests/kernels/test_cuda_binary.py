@@ -17,8 +17,9 @@ from liftexport.kernels.triton import lift_linear as K
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and CB.available("cuda")),
                                 reason="needs a CUDA GPU (sm_80+) and build/cuda/libliftquant_cuda.so")
 
-# (N, K lifted): N % 4 == 0; K not a multiple of 32 or 256; a real 24/10 width (4100 * 2.4)
-SHAPES = [(4, 1), (36, 300), (100, 1000), (256, 257), (4096, 9840)]
+# (N, K lifted): N % 4 == 0; K not a multiple of 32 or 256; a real 24/10 width (4100 * 2.4); enough rows
+# for the 4-warp blocks (>= 5 row blocks of 32 per SM on the H100's 132 SMs)
+SHAPES = [(4, 1), (36, 300), (100, 1000), (256, 257), (4096, 9840), (21124, 520)]
 TOL = {torch.float32: 2e-4, torch.float16: 1.5e-3, torch.bfloat16: 1e-2}
 
 
