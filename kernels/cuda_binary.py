@@ -1,4 +1,6 @@
-"""ctypes bindings for the binary-tensor-core decode GEMV (kernels/cuda/binary_gemv.cu).
+"""ctypes bindings for the CUDA decode kernels of kernels/cuda/binary_gemv.cu: the fused transform +
+bit planes (``lift_planes``), the planes of a given activation (``planes``) and the binary-tensor-core
+GEMV (``gemv``), with their torch specification (``planes_reference``, ``gemv_reference``).
 
 The library (libliftquant_cuda.so, built by install.sh when nvcc is present) is looked up in
 $LIFTEXPORT_CUDA_LIB (a file), then build/cuda/ of the source tree. ``available(device)`` says whether
@@ -47,7 +49,6 @@ def load():
         if p.is_file():
             lib = ctypes.CDLL(str(p))
             P, I, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
-            lib.lq_binary_planes.restype = I
             lib.lq_binary_planes.restype = I
             lib.lq_binary_planes.argtypes = [P, I, I, I, L, P, I, P]
             lib.lq_lift_planes.restype = I
