@@ -87,8 +87,7 @@ def main():
         x = torch.randn(1, Kin, device="cuda")
         u = torch.zeros(1, mod.KW * 32, device="cuda")
         K.transform(x, mod.inv_s1, mod.L, mod.R, mod.in_features, u)
-        k = torch.arange(mod.K, device="cuda")
-        q = ((mod.words[k // 32] >> (k % 32)[:, None]) & 1).double() * 2 - 1
+        q = K.kmajor_bits(mod.words, mod.K).double() * 2 - 1
         ref = (u[:, : mod.K].double() @ q) * mod.scales.double() + mod.bias.double()
         y = torch.empty(1, N, device="cuda")
 

@@ -66,8 +66,7 @@ def reference(x, tf, lin, mod):
     """float64 on the GPU: y = s * (sign(codes) u) + bias with u from the fp64 factors."""
     L, R = fused_factors(tf.M.cuda(), tf.a.cuda(), tf.b.cuda(), tf.n1, tf.n2, torch.float64)
     u = lift_with_factors(x.double(), L, R, tf.s1.cuda().double(), tf.in_features, tf.n1, tf.n2)
-    k = torch.arange(mod.K, device="cuda")
-    q = ((mod.words[k // 32] >> (k % 32)[:, None]) & 1).double() * 2 - 1  # [K, N]
+    q = K.kmajor_bits(mod.words, mod.K).double() * 2 - 1  # [K, N]
     return (u @ q) * lin.scales.double() + lin.bias.double()
 
 

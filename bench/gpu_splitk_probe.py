@@ -35,7 +35,7 @@ def main():
         mod = TritonLiftGroup([lin], tf, device="cuda")
         nbytes = mod.words.numel() * 4
         k = torch.arange(mod.K, device="cuda")
-        q = ((mod.words[k // 32] >> (k % 32)[:, None]) & 1).half()  # exact 0/1 in fp16
+        q = K.kmajor_bits(mod.words, mod.K).half()  # exact 0/1 in fp16
         for M in (1, 4, 16):
             x = torch.randn(M, Kin, device="cuda", dtype=torch.float16)
             u = torch.zeros(M, mod.KW * 32, device="cuda", dtype=torch.float16)

@@ -200,7 +200,8 @@ def gemv_reference(words: torch.Tensor, zf: torch.Tensor, K: int, scales: torch.
     zq = (bits.double() * w).sum(-1).reshape(M, S * 256)
     zs = zf[:, :, 0, 4].contiguous().view(torch.float32).double()
     uq = (zq.view(M, S, 256) * zs[..., None]).reshape(M, S * 256)[:, :K]
-    k = torch.arange(K, device=zf.device)
-    q = ((words[k // 32] >> (k % 32)[:, None]) & 1).double() * 2 - 1  # [K, N]
+    from .triton.lift_linear import kmajor_bits  # Triton only for this reference
+
+    q = kmajor_bits(words, K).double() * 2 - 1  # [K, N]
     y = (uq @ q) * scales.double()
     return y if bias is None else y + bias.double()

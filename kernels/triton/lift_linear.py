@@ -49,6 +49,12 @@ def kmajor_words(codes: torch.Tensor, K: int) -> torch.Tensor:
     return buf.view(torch.int32).t().contiguous()
 
 
+def kmajor_bits(words: torch.Tensor, K: int) -> torch.Tensor:
+    """The inverse of kmajor_words: int32 [KW, N] -> code bits int64 [K, N] (0/1; bit k of row r at [k, r])."""
+    k = torch.arange(K, device=words.device)
+    return (words[k // 32].long() >> (k % 32)[:, None]) & 1
+
+
 def sign_table(dtype=torch.float64, device="cpu") -> torch.Tensor:
     """S [16, 4]: S[c, i] = 2 * bit_i(c) - 1."""
     c = torch.arange(16, device=device)[:, None]

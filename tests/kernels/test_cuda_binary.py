@@ -33,8 +33,7 @@ def _layer(N, Kl, seed):
 
 
 def _reference(u, words, Kl, scales, bias, residual=None):
-    k = torch.arange(Kl, device="cuda")
-    q = ((words[k // 32] >> (k % 32)[:, None]) & 1).double() * 2 - 1  # [K, N]
+    q = K.kmajor_bits(words, Kl).double() * 2 - 1  # [K, N]
     y = (u[:, :Kl].double() @ q) * scales.double() + bias.double()
     return y if residual is None else y + residual.double()
 

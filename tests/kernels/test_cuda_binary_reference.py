@@ -24,8 +24,7 @@ def test_planes_round_trip_and_product_match_float64():
         zf = CB.planes_reference(u, Kl)
         assert zf.shape == (M, CB.steps(Kl), 32, 8) and not zf[..., 6:].any()
         y = CB.gemv_reference(words, zf, Kl, scales, bias)
-        k = torch.arange(Kl)
-        q = ((words[k // 32] >> (k % 32)[:, None]) & 1).double() * 2 - 1
+        q = K.kmajor_bits(words, Kl).double() * 2 - 1
         ref = (u.double() @ q) * scales.double() + bias.double()
         err = float((y - ref).abs().max() / ref.abs().max())
         assert err < 2e-4, (M, Kl, err)
