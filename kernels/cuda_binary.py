@@ -52,7 +52,9 @@ def load():
             lib.lq_binary_planes.restype = I
             lib.lq_binary_planes.argtypes = [P, I, I, I, L, P, I, P]
             lib.lq_lift_planes.restype = I
-            lib.lq_lift_planes.argtypes = [P, I, I, L, I, I, P, ctypes.c_float, P, P, P, I, I, I, P, I, I, P]
+            lib.lq_lift_planes.argtypes = [P, I, I, L, I, I, P, I, ctypes.c_float, P, P, P, I, I, I, P, I, I, P]
+            lib.lq_lift_planes_fits.restype = I
+            lib.lq_lift_planes_fits.argtypes = [I, I, I, I]
             lib.lq_binary_gemv.restype = I
             lib.lq_binary_gemv.argtypes = [P, I, I, P, I, P, P, P, L, P, L, I, I, P]
             _lib = lib
@@ -102,8 +104,9 @@ def lift_planes(x: torch.Tensor, in_features: int, inv_s1: torch.Tensor, L: torc
     """The lifted transform of x and its planes in one launch (the decode route's first kernel).
 
     u = L @ (prologue(x) * inv_s1 as n1 x n2) @ R, as kernels/triton/lift_linear.transform, quantized into
-    zf = workspace(M, n1 * C). rms=(float32 weight [in_features], eps): RMSNorm first; glu: x is
-    [gate | up] and the input is SiLU(gate) * up. spc: k-steps per block."""
+    zf = workspace(M, n1 * C). rms=(weight [in_features] (float32, float16 or bfloat16), eps): RMSNorm
+    first; glu: x is [gate | up] and the input is SiLU(gate) * up. spc: k-steps per block; the input
+    must fit (``lift_fits``)."""
     n1, n2, C = L.shape[0], R.shape[0], R.shape[1]
     M = x.shape[0]
     K = n1 * C
@@ -112,19 +115,29 @@ def lift_planes(x: torch.Tensor, in_features: int, inv_s1: torch.Tensor, L: torc
             or (rms is not None and glu) or L.shape != (n1, n1) or inv_s1.shape != (n1 * n2,)
             or n1 * n2 < in_features
             or any(t.dtype != torch.float32 or not t.is_contiguous() or t.device != x.device for t in (L, R, inv_s1))
-            or (rms is not None and (rms[0].shape != (in_features,) or rms[0].dtype != torch.float32
-                                     or rms[0].device != x.device))
+            or (rms is not None and (rms[0].shape != (in_features,) or rms[0].dtype not in _DTYPES
+                                     or not rms[0].is_contiguous() or rms[0].device != x.device))
             or zf.shape != (M, steps(K), 32, 8) or zf.dtype != torch.int32 or not zf.is_contiguous()
             or zf.device != x.device):
         raise LiftExportError("lift planes: bad shapes, dtypes or devices")
     rc = load().lq_lift_planes(x.data_ptr(), _DTYPES[x.dtype], M, x.stride(0), in_features,
                                1 if rms is not None else (2 if glu else 0),
-                               rms[0].data_ptr() if rms is not None else None, float(rms[1]) if rms is not None else 0.0,
+                               rms[0].data_ptr() if rms is not None else None,
+                               _DTYPES[rms[0].dtype] if rms is not None else 0, float(rms[1]) if rms is not None else 0.0,
                                inv_s1.data_ptr(), L.data_ptr(), R.data_ptr(), n1, n2, C, zf.data_ptr(), zf.shape[1],
                                spc, _stream(x))
     if rc == -3:
         raise LiftExportError(f"lift planes: an input of {n1 * n2} values does not fit one block's shared memory")
     _check(rc, "lift planes")
+
+
+def lift_fits(n1: int, n2: int, C: int, spc: int, device) -> bool:
+    """Whether lift_planes takes an n1 x n2 input with C lifted columns per row on ``device`` (its input
+    and rows must fit one block's shared memory); the library's own rule."""
+    with torch.cuda.device(device):
+        rc = load().lq_lift_planes_fits(n1, n2, C, spc)
+    _check(min(rc, 0), "lift planes fits")
+    return rc == 1
 
 
 def gemv(words: torch.Tensor, zf: torch.Tensor, scales: torch.Tensor, bias, y: torch.Tensor,

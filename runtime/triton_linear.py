@@ -84,10 +84,7 @@ class TritonLiftGroup(nn.Module):
                               for lin in lins]).to(dev)
         self.register_buffer("bias", bias)
         self._ws: dict = {}
-        C = self.R.shape[1]
-        # the fused transform + planes kernel keeps the whole input and its rows in shared memory
-        rows = (256 * LIFT_SPC) // C + 2
-        self.lift_fits = 4 * (self.n1 * self.n2 + rows * (self.n1 + self.n2) + 256 * LIFT_SPC) <= 200_000
+        self._lift_fits: bool | None = None  # whether the fused transform + planes kernel takes this input
 
     @staticmethod
     def _sms(device) -> int:
@@ -143,9 +140,10 @@ class TritonLiftGroup(nn.Module):
             zf = self._ws.get(("binary", M, str(x.device)))
             if zf is None:
                 zf = self._ws[("binary", M, str(x.device))] = CB.workspace(M, self.K, x.device)
-            if self.lift_fits:  # transform + planes in one CUDA launch
-                rms32 = None if rms is None else (self._float32(rms[0]), rms[1])
-                CB.lift_planes(x2, self.in_features, self.inv_s1, self.L, self.R, zf, rms=rms32, glu=glu,
+            if self._lift_fits is None:
+                self._lift_fits = CB.lift_fits(self.n1, self.n2, self.R.shape[1], LIFT_SPC, x.device)
+            if self._lift_fits:  # transform + planes in one CUDA launch
+                CB.lift_planes(x2, self.in_features, self.inv_s1, self.L, self.R, zf, rms=rms, glu=glu,
                                spc=LIFT_SPC)
             else:
                 u = self._workspace("u", (M, self.n1 * self.R.shape[1]), torch.float32, x.device)
@@ -167,15 +165,6 @@ class TritonLiftGroup(nn.Module):
             K.gemm_planes(u, self.words, self.scales, self.bias, y, residual=res2, split_k=ks, part=part,
                           **planes_cfg(M, self.N))
         return self._split(y, lead, split)
-
-    def _float32(self, t: torch.Tensor) -> torch.Tensor:
-        """A float32 copy of t kept for the life of the module (the norm weight the fused kernel reads)."""
-        if t.dtype == torch.float32:
-            return t
-        key = ("f32", t.data_ptr(), t.dtype, t.numel())
-        if key not in self._ws:
-            self._ws[key] = t.float().contiguous()
-        return self._ws[key]
 
     def route(self, x: torch.Tensor, M: int) -> str:
         """The decode route for M tokens of x's dtype and device: "table", "binary" or "planes"."""

@@ -84,6 +84,13 @@ __device__ __forceinline__ void store_step(const float (&v)[8], uint32_t* __rest
   out[1] = make_uint4(frag[4], frag[5], frag[6], frag[7]);
 }
 
+// Element i of a float32, float16 or bfloat16 array (dtype as DType), as float.
+__device__ __forceinline__ float load_any(const void* p, int dtype, int i) {
+  if (dtype == F16) return __half2float(static_cast<const __half*>(p)[i]);
+  if (dtype == BF16) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+  return static_cast<const float*>(p)[i];
+}
+
 // dst[0 .. count) = src[0 .. count) by a whole block (shared <- global): 16-byte loads where both
 // sides allow, eight in flight per thread.
 __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict__ src, int count, int tid, int nthreads) {
@@ -129,7 +136,7 @@ __global__ void __launch_bounds__(PLANE_WARPS * 32) planes_kernel(const T* __res
 // (store_step). Shared memory: n + rows * (n1 + n2) + 256 spc (+ n2 * C) floats.
 template <typename T, int PRE>
 __global__ void __launch_bounds__(LIFT_THREADS) lift_planes_kernel(
-    const T* __restrict__ x, long long ldx, int in_features, const float* __restrict__ nw, float eps,
+    const T* __restrict__ x, long long ldx, int in_features, const void* __restrict__ nw, int nw_dtype, float eps,
     const float* __restrict__ inv_s1, const float* __restrict__ L, const float* __restrict__ R, int n1, int n2,
     int C, uint32_t* __restrict__ zf, int steps, int spc, int stage_r) {
   extern __shared__ float sm[];
@@ -171,7 +178,7 @@ __global__ void __launch_bounds__(LIFT_THREADS) lift_planes_kernel(
     float v = 0.f;
     if (f < in_features) {
       v = to_f(xb[f]);
-      if (PRE == 1) v = v * rstd * __ldg(nw + f);
+      if (PRE == 1) v = v * rstd * load_any(nw, nw_dtype, f);
       if (PRE == 2) v = v / (1.f + __expf(-v)) * to_f(xb[in_features + f]);
     }
     xs[f] *= v;
@@ -365,7 +372,8 @@ cudaError_t dispatch_gemv(const uint32_t* words, int KW, int N, const uint32_t* 
 }
 
 template <typename T, int PRE>
-cudaError_t launch_lift(const void* x, long long ldx, int in_features, const float* nw, float eps, const float* inv_s1,
+cudaError_t launch_lift(const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
+                        const float* inv_s1,
                         const float* L, const float* R, int n1, int n2, int C, uint32_t* zf, int steps, int spc,
                         int M, size_t smem, int stage_r, cudaStream_t stream) {
   static size_t opted = 48 << 10;  // dynamic shared memory this instantiation may use (default limit)
@@ -376,57 +384,79 @@ cudaError_t launch_lift(const void* x, long long ldx, int in_features, const flo
     opted = smem;
   }
   const dim3 grid((steps + spc - 1) / spc, M);
-  lift_planes_kernel<T, PRE><<<grid, LIFT_THREADS, smem, stream>>>(static_cast<const T*>(x), ldx, in_features, nw, eps,
+  lift_planes_kernel<T, PRE><<<grid, LIFT_THREADS, smem, stream>>>(static_cast<const T*>(x), ldx, in_features, nw,
+                                                                   nw_dtype, eps,
                                                                    inv_s1, L, R, n1, n2, C, zf, steps, spc, stage_r);
   return cudaGetLastError();
 }
 
 template <typename T>
-cudaError_t dispatch_lift(int pre, const void* x, long long ldx, int in_features, const float* nw, float eps,
+cudaError_t dispatch_lift(int pre, const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
                           const float* inv_s1, const float* L, const float* R, int n1, int n2, int C, uint32_t* zf,
                           int steps, int spc, int M, size_t smem, int stage_r, cudaStream_t stream) {
-#define LQ_ARGS x, ldx, in_features, nw, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, stage_r, stream
+#define LQ_ARGS x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, stage_r, stream
   if (pre == 1) return launch_lift<T, 1>(LQ_ARGS);
   if (pre == 2) return launch_lift<T, 2>(LQ_ARGS);
   return launch_lift<T, 0>(LQ_ARGS);
 #undef LQ_ARGS
 }
 
+// Dynamic shared memory of a lift_planes block on the current device: without R (0 if even that does
+// not fit one block: the input is too wide) and whether R fits beside it.
+cudaError_t lift_smem(int n1, int n2, int C, int spc, size_t* smem, int* stage_r) {
+  const size_t rows = (256 * (size_t)spc) / C + 2;
+  int dev = 0, cap = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&cap, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e != cudaSuccess) return e;
+  const size_t base = sizeof(float) * ((size_t)n1 * n2 + rows * (n1 + n2) + 256 * (size_t)spc);
+  const size_t with_r = base + sizeof(float) * (size_t)n2 * C;
+  *smem = base + 1024 <= (size_t)cap ? base : 0;
+  *stage_r = with_r + 1024 <= (size_t)cap;
+  if (*stage_r) *smem = with_r;
+  return cudaSuccess;
+}
+
 }  // namespace
 
 extern "C" {
 
+// 1 if lq_lift_planes can take an input of n1 x n2 values with C lifted columns per row on the current
+// device (the input and the block's rows fit one block's shared memory), 0 if not, < 0 on a CUDA error.
+__attribute__((visibility("default"))) int lq_lift_planes_fits(int n1, int n2, int C, int spc) {
+  if (n1 < 1 || n2 < 1 || C < 1 || spc < 1 || spc > 16) return 0;
+  size_t smem = 0;
+  int stage_r = 0;
+  const cudaError_t e = lift_smem(n1, n2, C, spc, &smem, &stage_r);
+  return e != cudaSuccess ? -(int)e : smem > 0;
+}
+
 // Transform and planes in one launch: zf [M, steps = ceil(n1 * C / 256), 32, 8] from x [M, width] (row
 // stride ldx; dtype as below; width = in_features, or 2 * in_features for pre 2), pre 0 none, 1 RMSNorm
-// (nw float32 [in_features], eps), 2 SiLU(gate) * up; inv_s1 float32 [n1 * n2] (>= in_features),
+// (nw [in_features] of dtype nw_dtype, eps), 2 SiLU(gate) * up; inv_s1 float32 [n1 * n2] (>= in_features),
 // L float32 [n1, n1], R float32 [n2, C]. spc: k-steps per block (1..16).
 __attribute__((visibility("default"))) int lq_lift_planes(const void* x, int dtype, int M, long long ldx,
-                                                          int in_features, int pre, const float* nw, float eps,
+                                                          int in_features, int pre, const void* nw, int nw_dtype,
+                                                          float eps,
                                                           const float* inv_s1, const float* L, const float* R,
                                                           int n1, int n2, int C, uint32_t* zf, int steps, int spc,
                                                           cudaStream_t stream) {
   const long long K = (long long)n1 * C;
   if (!x || !inv_s1 || !L || !R || !zf || M < 0 || n1 < 1 || n2 < 1 || C < 1 || in_features < 1 ||
-      (long long)n1 * n2 < in_features || pre < 0 || pre > 2 || (pre == 1 && !nw) ||
+      (long long)n1 * n2 < in_features || pre < 0 || pre > 2 || (pre == 1 && (!nw || nw_dtype < F32 || nw_dtype > BF16)) ||
       ldx < (pre == 2 ? 2LL : 1LL) * in_features || K > (1LL << 30) || steps != (K + 255) / 256 || spc < 1 ||
       spc > 16 || reinterpret_cast<uintptr_t>(zf) % 16)
     return -1;
   if (M == 0) return 0;
-  const long long rows = (256LL * spc) / C + 2;
-  size_t smem = sizeof(float) * ((size_t)n1 * n2 + rows * (n1 + n2) + 256 * spc);
-  int dev = 0, cap = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&cap, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-    return (int)cudaGetLastError();
-  if (smem + 1024 > (size_t)cap) return -3;  // input too wide for one block's shared memory
-  const size_t with_r = smem + sizeof(float) * (size_t)n2 * C;
-  const int stage_r = with_r + 1024 <= (size_t)cap;
-  if (stage_r) smem = with_r;
+  size_t smem = 0;
+  int stage_r = 0;
+  if (const cudaError_t e = lift_smem(n1, n2, (int)C, spc, &smem, &stage_r); e != cudaSuccess) return (int)e;
+  if (!smem) return -3;  // input too wide for one block's shared memory
   cudaError_t e;
   switch (dtype) {
-    case F32: e = dispatch_lift<float>(pre, x, ldx, in_features, nw, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, stage_r, stream); break;
-    case F16: e = dispatch_lift<__half>(pre, x, ldx, in_features, nw, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, stage_r, stream); break;
-    case BF16: e = dispatch_lift<__nv_bfloat16>(pre, x, ldx, in_features, nw, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, stage_r, stream); break;
+    case F32: e = dispatch_lift<float>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, stage_r, stream); break;
+    case F16: e = dispatch_lift<__half>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, stage_r, stream); break;
+    case BF16: e = dispatch_lift<__nv_bfloat16>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, stage_r, stream); break;
     default: return -2;
   }
   return (int)e;

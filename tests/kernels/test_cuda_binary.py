@@ -146,13 +146,16 @@ def test_lift_planes_matches_float64(in_features, D, d, pre, M, spc):
     words, scales, bias = _layer(36, Kl, seed=Kl)
     width = 2 * in_features if pre == "glu" else in_features
     x = torch.randn(M, width, device="cuda").half()
-    rms = (torch.rand(in_features, device="cuda") + 0.5, 1e-5) if pre == "rms" else None
+    # the norm weight in float32 or in the activations' dtype (as the engine keeps it)
+    rms = ((torch.rand(in_features, device="cuda") + 0.5).to(torch.float32 if M == 1 else x.dtype), 1e-5) \
+        if pre == "rms" else None
     inv = (1.0 / tf.s1.double()).float().cuda()
     zf = CB.workspace(M, Kl, "cuda")
     zf.fill_(-1)
     CB.lift_planes(x, in_features, inv, L.float(), R.float(), zf, rms=rms, glu=pre == "glu", spc=spc)
     y = torch.full((M, 36), float("nan"), device="cuda")
     CB.gemv(words, zf, scales, bias, y)
+    assert CB.lift_fits(n1, n2, C, spc, "cuda")
     xp = torch_prologue(x.double(), (rms[0].double(), rms[1]) if rms else None, pre == "glu", in_features)
     u = lift_with_factors(xp, L, R, tf.s1.cuda().double(), in_features, n1, n2)
     ref = _reference(u, words, Kl, scales, bias)
@@ -171,3 +174,4 @@ def test_lift_planes_bad_arguments():
         CB.lift_planes(x, 300, inv, L.double(), R.float(), zf)  # factors must be float32
     with pytest.raises(LiftExportError, match="lift planes"):
         CB.lift_planes(x, 300, inv, L.float(), R.float(), CB.workspace(1, 100, "cuda"))  # wrong plane count
+    assert not CB.lift_fits(1000, 1000, 2400, 2, "cuda")  # 4 MB of input: more than a block's shared memory
