@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from gpu_gemv import SHAPES, copy_bandwidth, graph_of, random_layer, reference, t_us
+from gpu_gemv import SHAPES, copy_bandwidth, graph_of, random_layer, reference, seq_fp16_us, seq_us, t_us
 from liftexport.kernels import cuda_binary as CB
 from liftexport.kernels.triton import lift_linear as K
 from liftexport.runtime.triton_linear import TritonLiftGroup, planes_cfg, planes_split
@@ -30,6 +30,8 @@ def main():
     ap.add_argument("--batches", default="1,4,16", help="batches at 24/10 (other rates: batch 1)")
     ap.add_argument("--shapes", default=None, help="N x K list, e.g. 12288x4096,4096x11008 (default: gpu_gemv's)")
     ap.add_argument("--no-layer", action="store_true", help="skip the layer and gemm_planes timings")
+    ap.add_argument("--gemv-only", action="store_true",
+                    help="time only the GEMV (one graph, and per call in a graph of 8 on distinct codes) and FP16")
     args = ap.parse_args()
     assert CB.available("cuda"), "libliftquant_cuda.so not found or GPU older than sm_80"
     bw = copy_bandwidth()
@@ -59,6 +61,19 @@ def main():
                     ref = reference(x.double(), tf, lin, mod)
                     errs.append(float((y.double() - ref).abs().max() / ref.abs().max()))
                 t_bin = t_us(graph_of(lambda: CB.gemv(mod.words, zf, mod.scales, mod.bias, y)).replay)
+                moved = code_bytes + 4 * N + 2 * B * (Kin + N)  # as bench/gpu_gemv.py
+                if args.gemv_only:
+                    t_seq, t_fp16 = seq_us(mod, zf, y), t_us(lambda: torch.matmul(x, w16.t()))
+                    t_seq16 = seq_fp16_us(x, w16)
+                    r = dict(N=N, K=Kin, D=D, d=d, batch=B, rel_err=max(errs), gemv_us=t_bin, seq_us=t_seq,
+                             fp16_us=t_fp16, fp16_seq_us=t_seq16, pct_copy=100 * moved / t_bin / 1e3 / bw,
+                             pct_copy_seq=100 * moved / t_seq / 1e3 / bw, x_fp16=t_fp16 / t_bin,
+                             x_fp16_seq=t_seq16 / t_seq)
+                    rows.append(r)
+                    print(f"{N}x{Kin} {D}/{d} B={B:2d} err {r['rel_err']:.1e} binary {t_bin:6.1f} us "
+                          f"({r['pct_copy']:4.1f}% copy, x{r['x_fp16']:.2f} fp16) in stream {t_seq:6.1f} us "
+                          f"({r['pct_copy_seq']:4.1f}% copy, x{r['x_fp16_seq']:.2f} fp16 {t_seq16:6.1f})", flush=True)
+                    continue
                 t_pl = t_us(graph_of(lambda: CB.planes(u, mod.K, zf)).replay)
 
                 def two_step():
@@ -83,7 +98,6 @@ def main():
                 t_gp = float("nan") if args.no_layer else t_us(graph_of(lambda: K.gemm_planes(up, mod.words, mod.scales, mod.bias, y, split_k=ks,
                                                            part=part, **planes_cfg(B, N))).replay)
                 t_fp16 = t_us(lambda: torch.matmul(x, w16.t()))
-                moved = code_bytes + 4 * N + 2 * B * (Kin + N)  # as bench/gpu_gemv.py
                 r = dict(N=N, K=Kin, D=D, d=d, batch=B, rel_err=max(errs), gemv_us=t_bin,
                          planes_us=t_pl, transform_planes_us=t_two, lift_planes_us=t_lift, layer_us=t_layer, gemm_planes_us=t_gp, fp16_us=t_fp16,
                          pct_copy=100 * moved / t_bin / 1e3 / bw, x_fp16=t_fp16 / t_bin, x_fp16_layer=t_fp16 / t_layer)

@@ -40,8 +40,10 @@ WIDE_N = 16384
 #: 8192x8192, 182 vs 99 us on 28672x8192, bench/gpu_gemv.py --sweep).
 DECODE_ROUTE = "binary"
 BINARY_MAX_TOKENS = 4
-#: k-steps (256 lifted values) per block of the fused transform + planes kernel (kernels/cuda/binary_gemv.cu)
-LIFT_SPC = 2
+#: k-steps (256 lifted values) per block of the fused transform + planes kernel (kernels/cuda/binary_gemv.cu);
+#: 1 is fastest in a decode step (7B shape, 24/10: 140.9 us of kernels per layer vs 144.4 with 2 and 155.0
+#: with 4, bench/gpu_decode_profile.py --lift-spc, bench/results/lift_threads/)
+LIFT_SPC = 1
 TABLE_CFG = dict(SW=32, BN=64, num_warps=4)
 
 

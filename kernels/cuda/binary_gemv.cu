@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 namespace {
 
@@ -35,9 +36,36 @@ constexpr int FRAG = 8;                  // words per lane per k-step in the pla
 // 19.1 -> 17.5; fewer row blocks are faster with 8: bench/results/binary_variants/)
 constexpr int WIDE_BLOCKS_PER_SM = 5;
 constexpr int PLANE_WARPS = 8;           // k-steps per planes block (one per warp)
-constexpr int LIFT_THREADS = 256;        // threads of a lift_planes block
+// threads of a lift_planes block: 512, or 1024 for inputs wider than WIDE_LIFT values (down_proj of a
+// 7B model, 11008: 18.5 us per call in a decode step vs 23.8 with 512 and 32.3 with 256; 4096-wide
+// inputs 8.7-9.2 us with 512, 9.3-11 with 1024, 12.7-13.9 with 256: bench/results/lift_threads/)
+constexpr int LIFT_THREADS = 512, WIDE_LIFT_THREADS = 1024, WIDE_LIFT = 8192;
 
 enum DType { F32 = 0, F16 = 1, BF16 = 2 };
+
+// Programmatic dependent launch (sm_90+): every kernel here is launched so that it may start while the
+// kernel before it in the stream finishes; it lets its own dependents start as soon as all its blocks
+// run (pdl_trigger) and reads or writes no memory before pdl_wait returns (the previous grid complete,
+// its memory visible): before the wait it only prefetches weights into L2 (prefetch_l2: no data
+// reaches the kernel, and L2 is where writes of the previous kernel land), so a layer's launch latency
+// and the first loads of its codes overlap the previous kernel's tail. Elsewhere (sm_80, or
+// LIFTEXPORT_PDL=0 in the environment) plain launches, and the two are no-ops.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+// the 128-byte lines of bytes [p, p + bytes), spread over a block's threads
+__device__ __forceinline__ void prefetch_l2(const void* p, long long bytes, int tid, int nthreads) {
+  const char* c = static_cast<const char*>(p);
+  for (long long o = 128LL * tid; o < bytes; o += 128LL * nthreads) prefetch_l2(c + o);
+}
 
 template <typename T> __device__ __forceinline__ float to_f(T v);
 template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
@@ -114,6 +142,8 @@ template <typename T>
 __global__ void __launch_bounds__(PLANE_WARPS * 32) planes_kernel(const T* __restrict__ u, int K, long long ldu,
                                                                   uint32_t* __restrict__ zf, int steps) {
   const int m = blockIdx.y, lane = threadIdx.x & 31, s = blockIdx.x * PLANE_WARPS + (threadIdx.x >> 5);
+  pdl_trigger();
+  pdl_wait();
   if (s >= steps) return;  // whole warps
   const T* row = u + (long long)m * ldu;
   float v[8];
@@ -134,21 +164,37 @@ __global__ void __launch_bounds__(PLANE_WARPS * 32) planes_kernel(const T* __res
 // they fit (stage_r), R into shared memory (every block redoes the prologue; x is small and
 // L2-resident), W = L[i_a..i_b, :] X, then its values of W R, then one warp per k-step quantizes them
 // (store_step). Shared memory: n + rows * (n1 + n2) + 256 spc (+ n2 * C) floats.
-template <typename T, int PRE>
-__global__ void __launch_bounds__(LIFT_THREADS) lift_planes_kernel(
+template <typename T, int PRE, int THREADS>
+__global__ void __launch_bounds__(THREADS) lift_planes_kernel(
     const T* __restrict__ x, long long ldx, int in_features, const void* __restrict__ nw, int nw_dtype, float eps,
     const float* __restrict__ inv_s1, const float* __restrict__ L, const float* __restrict__ R, int n1, int n2,
     int C, uint32_t* __restrict__ zf, int steps, int spc, int stage_r) {
   extern __shared__ float sm[];
-  __shared__ float red[LIFT_THREADS / 32];
+  __shared__ float red[THREADS / 32];
   const int m = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int n = n1 * n2, K = n1 * C;
+  const int s_a = blockIdx.x * spc, s_b = min(steps, s_a + spc);
+  const int f_a = 256 * s_a, f_b = min(K, 256 * s_b);
+  const int i_a = f_a / C, rows = (f_b - 1) / C - i_a + 1;
+  float* xs = sm;               // [n]: X (first inv_s1)
+  float* Ls = xs + n;           // [rows, n1]: the block's rows of L
+  float* W = Ls + rows * n1;    // [rows, n2]
+  float* useg = W + rows * n2;  // [256 * spc]: values f_a .. f_a + 256 spc - 1 (zero past K)
+  float* Rs = useg + 256 * spc;  // [n2, C] when staged
+  pdl_trigger();
+  prefetch_l2(inv_s1, 4LL * n, tid, THREADS);
+  prefetch_l2(L + (long long)i_a * n1, 4LL * rows * n1, tid, THREADS);
+  prefetch_l2(R, 4LL * n2 * C, tid, THREADS);
+  pdl_wait();
+  copy_floats(xs, inv_s1, n, tid, THREADS);
+  copy_floats(Ls, L + (long long)i_a * n1, rows * n1, tid, THREADS);
+  if (stage_r) copy_floats(Rs, R, n2 * C, tid, THREADS);
   const T* xb = x + (long long)m * ldx;
   float rstd = 1.f;
   if (PRE == 1) {
     float ss = 0.f;
 #pragma unroll 8
-    for (int f = tid; f < in_features; f += LIFT_THREADS) {
+    for (int f = tid; f < in_features; f += THREADS) {
       const float v = to_f(xb[f]);
       ss += v * v;
     }
@@ -158,23 +204,12 @@ __global__ void __launch_bounds__(LIFT_THREADS) lift_planes_kernel(
     __syncthreads();
     ss = 0.f;
 #pragma unroll
-    for (int w = 0; w < LIFT_THREADS / 32; ++w) ss += red[w];
+    for (int w = 0; w < THREADS / 32; ++w) ss += red[w];
     rstd = rsqrtf(ss / in_features + eps);
   }
-  const int s_a = blockIdx.x * spc, s_b = min(steps, s_a + spc);
-  const int f_a = 256 * s_a, f_b = min(K, 256 * s_b);
-  const int i_a = f_a / C, rows = (f_b - 1) / C - i_a + 1;
-  float* xs = sm;               // [n]: X (first inv_s1)
-  float* Ls = xs + n;           // [rows, n1]: the block's rows of L
-  float* W = Ls + rows * n1;    // [rows, n2]
-  float* useg = W + rows * n2;  // [256 * spc]: values f_a .. f_a + 256 spc - 1 (zero past K)
-  float* Rs = useg + 256 * spc;  // [n2, C] when staged
-  copy_floats(xs, inv_s1, n, tid, LIFT_THREADS);
-  copy_floats(Ls, L + (long long)i_a * n1, rows * n1, tid, LIFT_THREADS);
-  if (stage_r) copy_floats(Rs, R, n2 * C, tid, LIFT_THREADS);
   __syncthreads();
 #pragma unroll 8
-  for (int f = tid; f < n; f += LIFT_THREADS) {
+  for (int f = tid; f < n; f += THREADS) {
     float v = 0.f;
     if (f < in_features) {
       v = to_f(xb[f]);
@@ -184,7 +219,7 @@ __global__ void __launch_bounds__(LIFT_THREADS) lift_planes_kernel(
     xs[f] *= v;
   }
   __syncthreads();
-  for (int o = tid; o < rows * n2; o += LIFT_THREADS) {
+  for (int o = tid; o < rows * n2; o += THREADS) {
     const int r = o / n2, j = o - r * n2;
     const float* Lr = Ls + r * n1;
     float a0 = 0.f, a1 = 0.f;
@@ -198,7 +233,7 @@ __global__ void __launch_bounds__(LIFT_THREADS) lift_planes_kernel(
   }
   __syncthreads();
   const float* Rsrc = stage_r ? Rs : R;
-  for (int f = f_a + tid; f < 256 * s_b; f += LIFT_THREADS) {
+  for (int f = f_a + tid; f < 256 * s_b; f += THREADS) {
     float a = 0.f;
     if (f < f_b) {
       const int i = f / C, c = f - i * C;
@@ -217,7 +252,7 @@ __global__ void __launch_bounds__(LIFT_THREADS) lift_planes_kernel(
     useg[f - f_a] = a;
   }
   __syncthreads();
-  for (int s = s_a + warp; s < s_b; s += LIFT_THREADS / 32) {
+  for (int s = s_a + warp; s < s_b; s += THREADS / 32) {
     float v[8];
 #pragma unroll
     for (int c = 0; c < 8; ++c) v[c] = useg[256 * (s - s_a) + 32 * c + lane];
@@ -268,6 +303,14 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
     pw[j][0] = plane_weight(8 * j + 2 * t);
     pw[j][1] = plane_weight(8 * j + 2 * t + 1);
   }
+  pdl_trigger();
+#pragma unroll
+  for (int q = 0; q < U; ++q) {  // the first round's codes into L2 while the previous kernel finishes
+    const int s = warp + q * WARPS, k0 = 8 * s + t, k1 = k0 + 4;
+    if (s < steps && k0 < KW && rok && g == 0) prefetch_l2(words + (long long)k0 * N + r);
+    if (s < steps && k1 < KW && rok && g == 0) prefetch_l2(words + (long long)k1 * N + r);
+  }
+  pdl_wait();
   for (int s0 = warp; s0 < steps; s0 += WARPS * U) {
     // every load of the round first (codes from HBM, planes from L1/L2), then the MMAs
     uint4 wa[U], wb[U], za[U][MB], zb[U][MB];
@@ -339,6 +382,36 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
   }
 }
 
+// Whether launches on the current device use programmatic dependent launch (see pdl_wait).
+bool use_pdl() {
+  static const bool off = [] {
+    const char* v = std::getenv("LIFTEXPORT_PDL");
+    return v && v[0] == '0';
+  }();
+  int dev = 0, major = 0;
+  if (off || cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+    return false;
+  return major >= 9;
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), with programmatic dependent launch where use_pdl().
+template <typename... Params, typename... Args>
+cudaError_t launch(void (*kernel)(Params...), dim3 grid, int threads, size_t smem, cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(threads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = use_pdl() ? 1 : 0;
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...);
+  return e != cudaSuccess ? e : cudaGetLastError();
+}
+
 template <int MB, typename T>
 cudaError_t launch_gemv(const uint32_t* words, int KW, int N, const uint32_t* zf, int steps, const float* rscale,
                         const float* bias, const void* res, long long ldr, void* y, long long ldy, int M,
@@ -350,14 +423,12 @@ cudaError_t launch_gemv(const uint32_t* words, int KW, int N, const uint32_t* zf
   if (e != cudaSuccess) return e;
   if constexpr (MB == 1) {
     if ((int)grid.x >= WIDE_BLOCKS_PER_SM * sms) {
-      gemv_kernel<MB, 4, T><<<grid, 4 * 32, 0, stream>>>(words, KW, N, zf, steps, rscale, bias,
-                                                          static_cast<const T*>(res), ldr, static_cast<T*>(y), ldy, M);
-      return cudaGetLastError();
+      return launch(gemv_kernel<MB, 4, T>, grid, 4 * 32, 0, stream, words, KW, N, zf, steps, rscale, bias,
+                    static_cast<const T*>(res), ldr, static_cast<T*>(y), ldy, M);
     }
   }
-  gemv_kernel<MB, 8, T><<<grid, 8 * 32, 0, stream>>>(words, KW, N, zf, steps, rscale, bias,
-                                                      static_cast<const T*>(res), ldr, static_cast<T*>(y), ldy, M);
-  return cudaGetLastError();
+  return launch(gemv_kernel<MB, 8, T>, grid, 8 * 32, 0, stream, words, KW, N, zf, steps, rscale, bias,
+                static_cast<const T*>(res), ldr, static_cast<T*>(y), ldy, M);
 }
 
 template <typename T>
@@ -371,23 +442,32 @@ cudaError_t dispatch_gemv(const uint32_t* words, int KW, int N, const uint32_t* 
 #undef LQ_ARGS
 }
 
-template <typename T, int PRE>
-cudaError_t launch_lift(const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
+template <typename T, int PRE, int THREADS>
+cudaError_t launch_lift_threads(const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
                         const float* inv_s1,
                         const float* L, const float* R, int n1, int n2, int C, uint32_t* zf, int steps, int spc,
                         int M, size_t smem, int stage_r, cudaStream_t stream) {
   static size_t opted = 48 << 10;  // dynamic shared memory this instantiation may use (default limit)
   if (smem > opted) {
-    const cudaError_t e = cudaFuncSetAttribute(lift_planes_kernel<T, PRE>,
+    const cudaError_t e = cudaFuncSetAttribute(lift_planes_kernel<T, PRE, THREADS>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     opted = smem;
   }
   const dim3 grid((steps + spc - 1) / spc, M);
-  lift_planes_kernel<T, PRE><<<grid, LIFT_THREADS, smem, stream>>>(static_cast<const T*>(x), ldx, in_features, nw,
-                                                                   nw_dtype, eps,
-                                                                   inv_s1, L, R, n1, n2, C, zf, steps, spc, stage_r);
-  return cudaGetLastError();
+  return launch(lift_planes_kernel<T, PRE, THREADS>, grid, THREADS, smem, stream, static_cast<const T*>(x), ldx,
+                in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, stage_r);
+}
+
+template <typename T, int PRE>
+cudaError_t launch_lift(const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
+                        const float* inv_s1,
+                        const float* L, const float* R, int n1, int n2, int C, uint32_t* zf, int steps, int spc,
+                        int M, size_t smem, int stage_r, cudaStream_t stream) {
+#define LQ_ARGS x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, stage_r, stream
+  if (n1 * n2 > WIDE_LIFT) return launch_lift_threads<T, PRE, WIDE_LIFT_THREADS>(LQ_ARGS);
+  return launch_lift_threads<T, PRE, LIFT_THREADS>(LQ_ARGS);
+#undef LQ_ARGS
 }
 
 template <typename T>
@@ -472,12 +552,11 @@ __attribute__((visibility("default"))) int lq_binary_planes(const void* u, int d
   if (M == 0) return 0;
   const dim3 grid((steps + PLANE_WARPS - 1) / PLANE_WARPS, M);
   switch (dtype) {
-    case F32: planes_kernel<float><<<grid, PLANE_WARPS * 32, 0, stream>>>(static_cast<const float*>(u), K, ldu, zf, steps); break;
-    case F16: planes_kernel<__half><<<grid, PLANE_WARPS * 32, 0, stream>>>(static_cast<const __half*>(u), K, ldu, zf, steps); break;
-    case BF16: planes_kernel<__nv_bfloat16><<<grid, PLANE_WARPS * 32, 0, stream>>>(static_cast<const __nv_bfloat16*>(u), K, ldu, zf, steps); break;
+    case F32: return (int)launch(planes_kernel<float>, grid, PLANE_WARPS * 32, 0, stream, static_cast<const float*>(u), K, ldu, zf, steps);
+    case F16: return (int)launch(planes_kernel<__half>, grid, PLANE_WARPS * 32, 0, stream, static_cast<const __half*>(u), K, ldu, zf, steps);
+    case BF16: return (int)launch(planes_kernel<__nv_bfloat16>, grid, PLANE_WARPS * 32, 0, stream, static_cast<const __nv_bfloat16*>(u), K, ldu, zf, steps);
     default: return -2;
   }
-  return (int)cudaGetLastError();
 }
 
 // y [M, N] (row stride ldy; dtype as above; residual the same dtype with row stride ldr, or null) from

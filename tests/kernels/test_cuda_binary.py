@@ -132,7 +132,9 @@ def _transform(in_features, D, d, seed):
     return tf, L.cuda(), R.cuda()
 
 
-@pytest.mark.parametrize("in_features,D,d", [(64, 24, 10), (300, 16, 8), (1000, 24, 8), (4096, 24, 10), (1100, 23, 10)])
+# 11008: wider than WIDE_LIFT, blocks of 1024 threads
+@pytest.mark.parametrize("in_features,D,d", [(64, 24, 10), (300, 16, 8), (1000, 24, 8), (4096, 24, 10), (1100, 23, 10),
+                                             (11008, 24, 10)])
 @pytest.mark.parametrize("pre", ["none", "rms", "glu"])
 @pytest.mark.parametrize("M", [1, 3])
 @pytest.mark.parametrize("spc", [1, 2, 5])
@@ -161,6 +163,63 @@ def test_lift_planes_matches_float64(in_features, D, d, pre, M, spc):
     ref = _reference(u, words, Kl, scales, bias)
     err = float((y.double() - ref).abs().max() / ref.abs().max())
     assert err <= 2e-4, err
+
+
+def test_dependent_chain_of_launches():
+    """Layers back to back as in a decode step (on sm_90 each kernel is a programmatic dependent launch that
+    may start before the previous one ends): every lift_planes reads the previous GEMV's output, every GEMV
+    the planes just written and the previous output as residual, and the transform factor L is rewritten
+    by a torch kernel right before each lift_planes. Eager and in a CUDA graph, fresh inputs per replay;
+    each layer is checked against float64 from the input the kernels gave it."""
+    from liftexport.runtime.triton_linear import torch_prologue
+    from liftexport.transform import lift_with_factors
+
+    in_f, layers = 1024, 4
+    tf, L, R = _transform(in_f, 24, 10, seed=11)
+    n1, n2, C = tf.n1, tf.n2, R.shape[1]
+    Kl = n1 * C
+    Lf, Rf, Lw = L.float(), R.float(), torch.empty_like(L, dtype=torch.float32)
+    inv = (1.0 / tf.s1.double()).float().cuda()
+    nw = torch.rand(in_f, device="cuda") + 0.5
+    weights = [_layer(in_f, Kl, seed=20 + i) for i in range(layers)]
+    weights = [(w, s / Kl ** 0.5, b) for w, s, b in weights]
+    xs = [torch.empty(1, in_f, device="cuda", dtype=torch.float16) for _ in range(layers + 1)]
+    zf = CB.workspace(1, Kl, "cuda")
+
+    def chain():
+        for i, (w, s, b) in enumerate(weights):
+            torch.mul(Lf, 1.0 + 0.25 * i, out=Lw)
+            CB.lift_planes(xs[i], in_f, inv, Lw, Rf, zf, rms=(nw, 1e-5))
+            CB.gemv(w, zf, s, b, xs[i + 1], residual=xs[i])
+
+    def check():
+        torch.cuda.synchronize()
+        for i, (w, s, b) in enumerate(weights):
+            xp = torch_prologue(xs[i].double(), (nw.double(), 1e-5), False, in_f)
+            u = lift_with_factors(xp, L * (1.0 + 0.25 * i), R, tf.s1.cuda().double(), in_f, n1, n2)
+            ref = _reference(u, w, Kl, s, b, xs[i])
+            err = float((xs[i + 1].double() - ref).abs().max() / ref.abs().max())
+            assert err <= TOL[torch.float16], (i, err)
+
+    def fresh():
+        xs[0].copy_(torch.randn(1, in_f, device="cuda"))
+        for x in xs[1:]:
+            x.fill_(float("nan"))
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fresh()
+        chain()
+    torch.cuda.current_stream().wait_stream(s)
+    check()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        chain()
+    for _ in range(3):
+        fresh()
+        graph.replay()
+        check()
 
 
 def test_lift_planes_bad_arguments():
