@@ -6,7 +6,8 @@ tensors (embeddings, norms, lm_head) and one module per linear group of each blo
 a tuple of outputs. ``lifted_groups`` makes those from an IR (Triton kernels: runtime.triton_linear);
 ``dense_groups`` from float weights (the same runtime in FP16, for comparison). Activations are
 fp16/bf16 on the GPU (fp32 works too, e.g. on the CPU for tests). The decode step (one token per
-sequence) is captured once as a CUDA graph and replayed; the prompt runs eagerly.
+sequence) is captured once as a CUDA graph and replayed; on CUDA its rotary embedding, cache write and
+attention are one Triton kernel (kernels/triton/decode_attention). The prompt runs eagerly.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.nn import functional as F
 
 from ..errors import FormatError, UnsupportedModelError
 from ..ir import LiftedLinear, QuantizedModel
+from ..kernels.triton.decode_attention import decode_attention
 from .triton_linear import TritonLiftGroup, rms_norm, torch_prologue
 
 ENGINE_TYPES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
@@ -136,29 +138,41 @@ class DecoderEngine:
         self.k_cache = torch.zeros(shape, dtype=dtype, device=self.device)
         self.v_cache = torch.zeros(shape, dtype=dtype, device=self.device)
         self.key_pos = torch.arange(max_len, device=self.device)
+        #: decode steps (one token) take kernels/triton/decode_attention on CUDA (rotary embedding, cache
+        #: write and attention in one launch) where the model has no q/k norms (Qwen3) and the head size
+        #: is a power of two; the torch path otherwise
+        self.fused_attention = (self.device.type == "cuda" and self.q_norm is None
+                                and self.hd >= 2 and self.hd & (self.hd - 1) == 0)
         self.graph = None
 
     @torch.no_grad()
     def forward(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Logits (float32) of the last position; ids [batch, T] at cache positions pos [T]."""
         B, T = ids.shape
+        fused = T == 1 and self.fused_attention
         x = F.embedding(ids, self.embed)
-        cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]
-        mask = self.key_pos[None, :] <= pos[:, None]
+        if not fused:
+            cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]
+            mask = self.key_pos[None, :] <= pos[:, None]
         for i, grp in enumerate(self.groups):
             q, k, v = grp["attn_in"](x, rms=(self.ln_in[i], self.eps))
-            q = q.view(B, T, self.H, self.hd).transpose(1, 2)
-            k = k.view(B, T, self.KVH, self.hd).transpose(1, 2)
-            v = v.view(B, T, self.KVH, self.hd).transpose(1, 2)
-            if self.q_norm is not None:
-                q, k = rms_norm(q, self.q_norm[i], self.eps), rms_norm(k, self.k_norm[i], self.eps)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
             kc, vc = self.k_cache[i], self.v_cache[i]
-            kc.index_copy_(2, pos, k.to(self.dtype))
-            vc.index_copy_(2, pos, v.to(self.dtype))
-            a = F.scaled_dot_product_attention(q.to(self.dtype), kc, vc, attn_mask=mask, enable_gqa=self.KVH != self.H)
-            (x,) = grp["attn_out"](a.transpose(1, 2).reshape(B, T, self.H * self.hd), residual=x)
+            if fused:  # rotary embedding, cache write and attention in one kernel
+                a = decode_attention(q[:, 0], k[:, 0], v[:, 0], self.cos, self.sin, kc, vc, pos)[:, None]
+            else:
+                q = q.view(B, T, self.H, self.hd).transpose(1, 2)
+                k = k.view(B, T, self.KVH, self.hd).transpose(1, 2)
+                v = v.view(B, T, self.KVH, self.hd).transpose(1, 2)
+                if self.q_norm is not None:
+                    q, k = rms_norm(q, self.q_norm[i], self.eps), rms_norm(k, self.k_norm[i], self.eps)
+                q = q * cos + _rotate_half(q) * sin
+                k = k * cos + _rotate_half(k) * sin
+                kc.index_copy_(2, pos, k.to(self.dtype))
+                vc.index_copy_(2, pos, v.to(self.dtype))
+                a = F.scaled_dot_product_attention(q.to(self.dtype), kc, vc, attn_mask=mask,
+                                                   enable_gqa=self.KVH != self.H)
+                a = a.transpose(1, 2).reshape(B, T, self.H * self.hd)
+            (x,) = grp["attn_out"](a, residual=x)
             (gu,) = grp["mlp_in"](x, rms=(self.ln_post[i], self.eps), split=False)  # [gate | up]
             (x,) = grp["mlp_out"](gu, glu=True, residual=x)
         h = rms_norm(x[:, -1], self.norm, self.eps)

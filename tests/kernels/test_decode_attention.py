@@ -1,0 +1,73 @@
+"""The fused decode-attention kernel (rotary embedding, KV-cache write, attention) against torch
+(TRITON_INTERPRET=1 on CPU; the same test runs on a GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from liftexport.kernels.triton.decode_attention import decode_attention
+
+
+def _rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def _tables(max_len, hd):
+    inv = 1.0 / 10000 ** (torch.arange(0, hd, 2).double() / hd)
+    f = torch.outer(torch.arange(max_len).double(), inv)
+    emb = torch.cat((f, f), dim=-1)
+    return emb.cos().float(), emb.sin().float()
+
+
+def _reference(q, k, v, cos, sin, kc, vc, pos):
+    """float64: the engine's torch path (rope, cache write at pos, SDPA over keys <= pos)."""
+    B, KVH, max_len, hd = kc.shape
+    H = q.shape[1] // hd
+    c, s = cos[pos].double(), sin[pos].double()
+    q = q.double().view(B, H, hd)
+    k = k.double().view(B, KVH, hd)
+    q = q * c + _rotate_half(q) * s
+    k = k * c + _rotate_half(k) * s
+    kc, vc = kc.double().clone(), vc.double().clone()
+    kc[:, :, pos] = k
+    vc[:, :, pos] = v.double().view(B, KVH, hd)
+    mask = (torch.arange(max_len, device=kc.device) <= pos)[None, :]
+    a = F.scaled_dot_product_attention(q[:, :, None], kc, vc, attn_mask=mask, enable_gqa=H != KVH)
+    return a[:, :, 0].reshape(B, H * hd), kc, vc
+
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("B,H,KVH,hd", [(1, 4, 4, 16), (2, 4, 2, 32), (1, 6, 1, 8), (1, 8, 2, 128)])
+@pytest.mark.parametrize("pos", [0, 1, 63, 64, 70])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_decode_attention_matches_torch(B, H, KVH, hd, pos, dtype):
+    max_len = 80
+    cos, sin = (t.to(DEV, dtype) for t in _tables(max_len, hd))
+    fused = torch.randn(B, (H + 2 * KVH) * hd, device=DEV).to(dtype)  # one projection's output, sliced: strided rows
+    q, k, v = fused.split([H * hd, KVH * hd, KVH * hd], dim=1)
+    kc = torch.randn(B, KVH, max_len, hd, device=DEV).to(dtype)
+    vc = torch.randn(B, KVH, max_len, hd, device=DEV).to(dtype)
+    ref, kref, vref = _reference(q, k, v, cos, sin, kc, vc, pos)
+    out = decode_attention(q, k, v, cos, sin, kc, vc, torch.tensor([pos], device=DEV))
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    assert out.dtype == dtype
+    assert torch.allclose(out.double(), ref, atol=tol, rtol=tol), (out.double() - ref).abs().max()
+    # the new key, rotated, and value at pos (rounded to the cache dtype); nothing else
+    assert torch.allclose(kc.double(), kref, atol=tol, rtol=tol)
+    assert torch.allclose(vc.double(), vref, atol=0, rtol=0)
+
+
+def test_decode_attention_rejects_bad_shapes():
+    cos, sin = _tables(16, 8)
+    kc = torch.zeros(1, 2, 16, 8)
+    with pytest.raises(ValueError, match="decode_attention"):  # 3 heads do not share 2 kv heads
+        decode_attention(torch.zeros(1, 24), torch.zeros(1, 16), torch.zeros(1, 16), cos, sin, kc, kc.clone(),
+                         torch.tensor([3]))
+    with pytest.raises(ValueError, match="decode_attention"):  # cos for another head size
+        decode_attention(torch.zeros(1, 16), torch.zeros(1, 16), torch.zeros(1, 16), cos[:, :4], sin, kc,
+                         kc.clone(), torch.tensor([3]))
