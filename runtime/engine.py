@@ -7,7 +7,7 @@ a tuple of outputs. ``lifted_groups`` makes those from an IR (Triton kernels: ru
 ``dense_groups`` from float weights (the same runtime in FP16, for comparison). Activations are
 fp16/bf16 on the GPU (fp32 works too, e.g. on the CPU for tests). The decode step (one token per
 sequence) is captured once as a CUDA graph and replayed; on CUDA its rotary embedding, cache write and
-attention are one Triton kernel (kernels/triton/decode_attention). The prompt runs eagerly.
+attention run in Triton (kernels/triton/decode_attention). The prompt runs eagerly.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class DecoderEngine:
         for i, grp in enumerate(self.groups):
             q, k, v = grp["attn_in"](x, rms=(self.ln_in[i], self.eps))
             kc, vc = self.k_cache[i], self.v_cache[i]
-            if fused:  # rotary embedding, cache write and attention in one kernel
+            if fused:  # rotary embedding, cache write and attention in Triton
                 a = decode_attention(q[:, 0], k[:, 0], v[:, 0], self.cos, self.sin, kc, vc, pos)[:, None]
             else:
                 q = q.view(B, T, self.H, self.hd).transpose(1, 2)

@@ -1,10 +1,11 @@
 """Triton kernel of a decode step's attention block (one new token per sequence; GPU, or CPU via
 TRITON_INTERPRET=1).
 
-``decode_attention`` does in one launch what the engine otherwise does in a dozen torch kernels: the
+``decode_attention`` does in two launches what the engine otherwise does in a dozen torch kernels: the
 rotary embedding (HF ``rotate_half`` convention, cos/sin rows of the token's position) of q and k, the
 write of k and v into the static KV cache at that position, and softmax(q k^T / sqrt(hd)) v over the
-cached keys 0 .. pos (online softmax in float32, keys in blocks), stored as [batch, heads * hd]. The
+cached keys 0 .. pos (online softmax in float32; the keys split over up to MAX_SPLITS programs per head,
+flash-decoding style, their states combined by a second kernel), stored as [batch, heads * hd]. The
 position is read from a device tensor, so a CUDA graph captured once serves every step. Grouped-query
 attention: program (b, h) reads kv head h // (H / KVH); the first query head of each group writes
 the cache, and every program takes the new key and value from registers, not from the cache.
@@ -17,14 +18,27 @@ import triton
 import triton.language as tl
 
 BLOCK_N = 64  # cached keys per iteration
+MAX_SPLITS = 16  # programs per (sequence, head) splitting the keys (flash-decoding)
+
+
+def key_chunk(max_len: int) -> int:
+    """Keys per program: 64, or more (a power of two) so that max_len needs at most MAX_SPLITS programs."""
+    c = BLOCK_N
+    while -(-max_len // c) > MAX_SPLITS:
+        c *= 2
+    return c
 
 
 @triton.jit
-def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, pos_ptr, out_ptr,
-                             q_stride, k_stride, v_stride, H, KVH, max_len, sm_scale,
-                             HD: tl.constexpr, HALF: tl.constexpr, BLOCK: tl.constexpr):
+def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr,
+                             q_stride, k_stride, v_stride, H, KVH, max_len, sm_scale, S,
+                             HD: tl.constexpr, HALF: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (b, h, sp): keys [sp * CHUNK, (sp + 1) * CHUNK) below pos of sequence b, query head h;
+    split 0 also the new key (and its cache write). Writes its partial softmax state (running max m,
+    sum l, unnormalised output) to part[b, h, sp] = [m, l, acc (HD)]."""
     b = tl.program_id(0)
     h = tl.program_id(1)
+    sp = tl.program_id(2)
     kvh = h // (H // KVH)
     pos = tl.load(pos_ptr)
     i = tl.arange(0, HALF)
@@ -49,20 +63,25 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_p
     v1 = tl.load(vb + i).to(kc_ptr.dtype.element_ty)
     v2 = tl.load(vb + HALF + i).to(kc_ptr.dtype.element_ty)
     cache = (b * KVH + kvh) * max_len * HD  # [batch, KVH, max_len, HD]
-    if h % (H // KVH) == 0:
-        tl.store(kc_ptr + cache + pos * HD + i, k1)
-        tl.store(kc_ptr + cache + pos * HD + HALF + i, k2)
-        tl.store(vc_ptr + cache + pos * HD + i, v1)
-        tl.store(vc_ptr + cache + pos * HD + HALF + i, v2)
-    # the new key first: m, l, acc start from its score
-    m = tl.sum(q1 * k1.to(tl.float32) + q2 * k2.to(tl.float32), axis=0) * sm_scale
-    l = m * 0.0 + 1.0
-    acc1 = v1.to(tl.float32)
-    acc2 = v2.to(tl.float32)
+    first = sp == 0
+    if first:
+        if h % (H // KVH) == 0:  # one writer per kv head
+            tl.store(kc_ptr + cache + pos * HD + i, k1)
+            tl.store(kc_ptr + cache + pos * HD + HALF + i, k2)
+            tl.store(vc_ptr + cache + pos * HD + i, v1)
+            tl.store(vc_ptr + cache + pos * HD + HALF + i, v2)
+    # split 0 starts from the new key's score; the others from an empty state
+    s_new = tl.sum(q1 * k1.to(tl.float32) + q2 * k2.to(tl.float32), axis=0) * sm_scale
+    m = tl.where(first, s_new, float("-inf"))
+    l = tl.where(first, 1.0, 0.0)
+    acc1 = tl.where(first, v1.to(tl.float32), 0.0)
+    acc2 = tl.where(first, v2.to(tl.float32), 0.0)
     j = tl.arange(0, BLOCK)
-    for start in range(0, pos, BLOCK):
+    lo = sp * CHUNK
+    hi = tl.minimum(lo + CHUNK, pos)
+    for start in range(lo, hi, BLOCK):
         keys = start + j
-        ok = keys < pos
+        ok = keys < hi
         row = kc_ptr + cache + keys[:, None] * HD
         kk1 = tl.load(row + i[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
         kk2 = tl.load(row + HALF + i[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
@@ -78,9 +97,29 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_p
         acc1 = acc1 * alpha + tl.sum(p[:, None] * vv1, axis=0)
         acc2 = acc2 * alpha + tl.sum(p[:, None] * vv2, axis=0)
         m = m_new
-    ob = out_ptr + (b * H + h) * HD
-    tl.store(ob + i, (acc1 / l).to(out_ptr.dtype.element_ty))
-    tl.store(ob + HALF + i, (acc2 / l).to(out_ptr.dtype.element_ty))
+    pb = part_ptr + ((b * H + h) * S + sp) * (HD + 2)
+    tl.store(pb, m)
+    tl.store(pb + 1, l)
+    tl.store(pb + 2 + i, acc1)
+    tl.store(pb + 2 + HALF + i, acc2)
+
+
+@triton.jit
+def _combine_kernel(part_ptr, out_ptr, H, S, HD: tl.constexpr, SP: tl.constexpr):
+    """out[b, h] = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the S partial states."""
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    sp = tl.arange(0, SP)
+    d = tl.arange(0, HD)
+    pb = part_ptr + (b * H + h) * S * (HD + 2)
+    ok = sp < S
+    m = tl.load(pb + sp * (HD + 2), mask=ok, other=float("-inf"))
+    l = tl.load(pb + sp * (HD + 2) + 1, mask=ok, other=0.0)
+    mx = tl.max(m, axis=0)  # finite: split 0 holds the new key
+    w = tl.where(ok, tl.exp(m - mx), 0.0)
+    acc = tl.load(pb + sp[:, None] * (HD + 2) + 2 + d[None, :], mask=ok[:, None], other=0.0)
+    o = tl.sum(w[:, None] * acc, axis=0) / tl.sum(w * l, axis=0)
+    tl.store(out_ptr + (b * H + h) * HD + d, o.to(out_ptr.dtype.element_ty))
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -89,7 +128,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
     """Attention of one new token per sequence. q [B, H * hd], k and v [B, KVH * hd] (projections, before
     the rotary embedding; rows may be strided, e.g. slices of one fused projection); cos, sin
     [max_len, hd]; k_cache, v_cache [B, KVH, max_len, hd] (written at pos); pos: one-element int64
-    device tensor. Returns out [B, H * hd] in the cache dtype."""
+    device tensor. Returns out [B, H * hd] in the cache dtype. Two launches: (batch, heads, splits)
+    programs over runs of key_chunk(max_len) keys, then one per (batch, head) combining their states."""
     B, KVH, max_len, hd = k_cache.shape
     H = q.shape[1] // hd
     if (hd % 2 or hd & (hd - 1) or q.shape != (B, H * hd) or k.shape != (B, KVH * hd) or v.shape != k.shape
@@ -100,7 +140,11 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
         raise ValueError("decode_attention: bad shapes, dtypes or layouts")
     if out is None:
         out = torch.empty(B, H * hd, dtype=k_cache.dtype, device=q.device)
-    _decode_attention_kernel[(B, H)](q, k, v, cos, sin, k_cache, v_cache, pos, out, q.stride(0), k.stride(0),
-                                     v.stride(0), H, KVH, max_len,
-                                     1.0 / hd ** 0.5, HD=hd, HALF=hd // 2, BLOCK=BLOCK_N, num_warps=4)
+    chunk = key_chunk(max_len)
+    S = -(-max_len // chunk)
+    part = torch.empty(B, H, S, hd + 2, dtype=torch.float32, device=q.device)
+    _decode_attention_kernel[(B, H, S)](q, k, v, cos, sin, k_cache, v_cache, pos, part, q.stride(0), k.stride(0),
+                                        v.stride(0), H, KVH, max_len, 1.0 / hd ** 0.5, S,
+                                        HD=hd, HALF=hd // 2, CHUNK=chunk, BLOCK=min(BLOCK_N, chunk), num_warps=4)
+    _combine_kernel[(B, H)](part, out, H, S, HD=hd, SP=triton.next_power_of_2(S), num_warps=4)
     return out

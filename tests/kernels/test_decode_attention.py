@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from liftexport.kernels.triton.decode_attention import decode_attention
+from liftexport.kernels.triton.decode_attention import MAX_SPLITS, decode_attention, key_chunk
 
 
 def _rotate_half(x):
@@ -42,11 +42,14 @@ def _reference(q, k, v, cos, sin, kc, vc, pos):
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.mark.parametrize("B,H,KVH,hd", [(1, 4, 4, 16), (2, 4, 2, 32), (1, 6, 1, 8), (1, 8, 2, 128)])
-@pytest.mark.parametrize("pos", [0, 1, 63, 64, 70])
+@pytest.mark.parametrize("B,H,KVH,hd,max_len", [(1, 4, 4, 16, 80), (2, 4, 2, 32, 80), (1, 6, 1, 8, 80),
+                                                 (1, 8, 2, 128, 80), (1, 2, 1, 16, 1100)])
+@pytest.mark.parametrize("pos", [0, 1, 63, 64, 70, 1000])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_decode_attention_matches_torch(B, H, KVH, hd, pos, dtype):
-    max_len = 80
+def test_decode_attention_matches_torch(B, H, KVH, hd, max_len, pos, dtype):
+    """Key splits: 80 keys in two runs of 64; 1100 in nine of 128 (positions in the first, in the last)."""
+    if pos >= max_len:
+        pytest.skip("position past the cache")
     cos, sin = (t.to(DEV, dtype) for t in _tables(max_len, hd))
     fused = torch.randn(B, (H + 2 * KVH) * hd, device=DEV).to(dtype)  # one projection's output, sliced: strided rows
     q, k, v = fused.split([H * hd, KVH * hd, KVH * hd], dim=1)
@@ -60,6 +63,13 @@ def test_decode_attention_matches_torch(B, H, KVH, hd, pos, dtype):
     # the new key, rotated, and value at pos (rounded to the cache dtype); nothing else
     assert torch.allclose(kc.double(), kref, atol=tol, rtol=tol)
     assert torch.allclose(vc.double(), vref, atol=0, rtol=0)
+
+
+def test_key_chunks_cover_the_cache_in_few_programs():
+    for max_len in (1, 64, 65, 1024, 1100, 4096, 32768, 100000):
+        c = key_chunk(max_len)
+        assert c >= 64 and c & (c - 1) == 0 and -(-max_len // c) <= MAX_SPLITS
+        assert c == 64 or -(-max_len // (c // 2)) > MAX_SPLITS  # the smallest such chunk
 
 
 def test_decode_attention_rejects_bad_shapes():
