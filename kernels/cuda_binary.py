@@ -76,7 +76,7 @@ def steps(K: int) -> int:
 
 def workspace(M: int, K: int, device) -> torch.Tensor:
     """The planes buffer of M tokens of K lifted values: int32 [M, steps, 32 lanes, 8 words]."""
-    return torch.empty(M, steps(K), 32, 8, dtype=torch.int32, device=device)
+    return torch.empty(M, steps(K), 33, 4, dtype=torch.int32, device=device)
 
 
 def _check(rc: int, what: str):
@@ -92,7 +92,7 @@ def planes(u: torch.Tensor, K: int, zf: torch.Tensor):
     """Bit planes of u [M, >= K] (float32/16 or bf16, unit column stride) into zf = workspace(M, K)."""
     M = u.shape[0]
     if (u.dim() != 2 or u.shape[1] < K or u.stride(1) != 1 or u.dtype not in _DTYPES or not u.is_cuda
-            or zf.shape != (M, steps(K), 32, 8) or zf.dtype != torch.int32 or not zf.is_contiguous()
+            or zf.shape != (M, steps(K), 33, 4) or zf.dtype != torch.int32 or not zf.is_contiguous()
             or zf.device != u.device):
         raise LiftExportError("binary planes: bad shapes, dtypes or devices")
     _check(load().lq_binary_planes(u.data_ptr(), _DTYPES[u.dtype], M, K, u.stride(0), zf.data_ptr(), zf.shape[1],
@@ -117,7 +117,7 @@ def lift_planes(x: torch.Tensor, in_features: int, inv_s1: torch.Tensor, L: torc
             or any(t.dtype != torch.float32 or not t.is_contiguous() or t.device != x.device for t in (L, R, inv_s1))
             or (rms is not None and (rms[0].shape != (in_features,) or rms[0].dtype not in _DTYPES
                                      or not rms[0].is_contiguous() or rms[0].device != x.device))
-            or zf.shape != (M, steps(K), 32, 8) or zf.dtype != torch.int32 or not zf.is_contiguous()
+            or zf.shape != (M, steps(K), 33, 4) or zf.dtype != torch.int32 or not zf.is_contiguous()
             or zf.device != x.device):
         raise LiftExportError("lift planes: bad shapes, dtypes or devices")
     rc = load().lq_lift_planes(x.data_ptr(), _DTYPES[x.dtype], M, x.stride(0), in_features,
@@ -147,7 +147,7 @@ def gemv(words: torch.Tensor, zf: torch.Tensor, scales: torch.Tensor, bias, y: t
     KW, N = words.shape
     M = y.shape[0]
     if (words.dtype != torch.int32 or not words.is_contiguous() or words.data_ptr() % 16 or N % 4
-            or zf.dim() != 4 or zf.shape[0] != M or zf.shape[2:] != (32, 8) or 8 * zf.shape[1] < KW
+            or zf.dim() != 4 or zf.shape[0] != M or zf.shape[2:] != (33, 4) or 8 * zf.shape[1] < KW
             or not zf.is_contiguous() or y.dim() != 2 or y.shape[1] != N or y.stride(1) != 1
             or y.dtype not in _DTYPES or scales.shape != (N,) or scales.dtype != torch.float32
             or (bias is not None and (bias.shape != (N,) or bias.dtype != torch.float32))
@@ -170,8 +170,9 @@ def planes_reference(u: torch.Tensor, K: int) -> torch.Tensor:
 
     Per k-step s (values 256 s .. 256 s + 255, zero past K): zs = max|v| / QMAX, zq = round-half-even(v *
     (QMAX / max|v|)) in float32; word c of plane p holds bit p (two's complement) of zq[32 c + l] at bit l;
-    lane 4 g + t's slots: 2 j -> word t of plane 8 j + g, 2 j + 1 -> word 4 + t of plane 8 j + g (j = 0, 1),
-    4 -> zs, 5 -> zs * sum(zq) (float32 bits), 6 and 7 -> 0."""
+    row l = 4 g + t (the MMA lane l's B fragment), slots 2 j -> word t of plane 8 j + g, 2 j + 1 -> word 4 + t
+    of plane 8 j + g (j = 0, 1); row 32: zs, zs * sum(zq) (float32 bits), 0, 0 (one 8-byte read for a
+    whole warp; the step is 528 bytes, every byte of it used)."""
     M, S = u.shape[0], steps(K)
     v = torch.zeros(M, S * 256, dtype=torch.float32, device=u.device)
     v[:, :K] = u[:, :K].float()
@@ -185,15 +186,15 @@ def planes_reference(u: torch.Tensor, K: int) -> torch.Tensor:
     bits = bits.view(M, S, 8, 32, PLANES)
     words = (bits << torch.arange(32, device=u.device)[:, None]).sum(3)  # [M, S, 8 words, P planes]
     words = ((words + 2 ** 31) % 2 ** 32 - 2 ** 31).to(torch.int32)
-    frag = torch.zeros(M, S, 32, 8, dtype=torch.int32, device=u.device)
+    frag = torch.zeros(M, S, 33, 4, dtype=torch.int32, device=u.device)
     lane = torch.arange(32, device=u.device)
     g, t = lane // 4, lane % 4
     for j in range(2):
         frag[:, :, lane, 2 * j] = words[:, :, t, 8 * j + g]
         frag[:, :, lane, 2 * j + 1] = words[:, :, 4 + t, 8 * j + g]
     zs = (amax.double() / QMAX).float()
-    frag[:, :, :, 4] = zs.view(torch.int32)[..., None]
-    frag[:, :, :, 5] = (zs.double() * q.sum(-1).double()).float().view(torch.int32)[..., None]
+    frag[:, :, 32, 0] = zs.view(torch.int32)
+    frag[:, :, 32, 1] = (zs.double() * q.sum(-1).double()).float().view(torch.int32)
     return frag
 
 
@@ -211,7 +212,7 @@ def gemv_reference(words: torch.Tensor, zf: torch.Tensor, K: int, scales: torch.
     w = 2.0 ** torch.arange(PLANES, dtype=torch.float64, device=zf.device)
     w[-1] = -w[-1]
     zq = (bits.double() * w).sum(-1).reshape(M, S * 256)
-    zs = zf[:, :, 0, 4].contiguous().view(torch.float32).double()
+    zs = zf[:, :, 32, 0].contiguous().view(torch.float32).double()
     uq = (zq.view(M, S, 256) * zs[..., None]).reshape(M, S * 256)[:, :K]
     from .triton.lift_linear import kmajor_bits  # Triton only for this reference
 

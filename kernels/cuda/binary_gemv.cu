@@ -27,7 +27,7 @@ namespace {
 
 constexpr int P = 16;                    // bit planes of the quantized activation
 constexpr int QMAX = (1 << (P - 1)) - 1;
-constexpr int FRAG = 8;                  // words per lane per k-step in the planes buffer
+constexpr int STEP_WORDS = 33 * 4;      // words per k-step in the planes buffer: 32 lanes x 4, then zs, zs sum(zq), 0, 0
 #ifndef LQ_U1
 #define LQ_U1 2
 #endif
@@ -78,9 +78,9 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 
 // One warp turns the 256 values of k-step s (v[c] held by lane l is value 256 s + 32 c + l) into the
 // step's fragment: it reduces their max, quantizes, and builds each plane word with a ballot.
-// Fragment order, zf[m][s][lane][FRAG]: lane 4 g + t holds for planes 8 j + g (j = 0, 1) the words
-// 8 s + t and 8 s + 4 + t at slots 2 j and 2 j + 1; slot 4 holds zs_s and slot 5 zs_s * sum(zq)
-// (float bits); slots 6, 7 are zero.
+// Fragment order, zf[m][s][33][4]: row l = 4 g + t holds for planes 8 j + g (j = 0, 1) the words
+// 8 s + t and 8 s + 4 + t at slots 2 j and 2 j + 1 (lane l's B operands); row 32 holds zs_s and
+// zs_s * sum(zq) (float bits), 0, 0 (read by a whole warp as one 8-byte broadcast).
 __device__ __forceinline__ void store_step(const float (&v)[8], uint32_t* __restrict__ frag_out, int lane) {
   const int g = lane >> 2, t = lane & 3;
   float amax = 0.f;
@@ -91,7 +91,7 @@ __device__ __forceinline__ void store_step(const float (&v)[8], uint32_t* __rest
   // IEEE round-to-nearest division and products throughout: the planes are specified bit-exactly
   // (liftexport/kernels/cuda_binary.py planes_reference)
   const float inv = amax > 0.f ? __fdiv_rn((float)QMAX, amax) : 0.f, zs = __fdiv_rn(amax, (float)QMAX);
-  uint32_t frag[FRAG] = {0, 0, 0, 0, 0, 0, 0, 0};
+  uint32_t frag[4] = {0, 0, 0, 0};
   int sum = 0;
 #pragma unroll
   for (int c = 0; c < 8; ++c) {
@@ -105,11 +105,9 @@ __device__ __forceinline__ void store_step(const float (&v)[8], uint32_t* __rest
   }
 #pragma unroll
   for (int o = 16; o; o >>= 1) sum += __shfl_xor_sync(~0u, sum, o);
-  frag[4] = __float_as_uint(zs);
-  frag[5] = __float_as_uint(__fmul_rn(zs, (float)sum));
-  uint4* out = reinterpret_cast<uint4*>(frag_out + lane * FRAG);
-  out[0] = make_uint4(frag[0], frag[1], frag[2], frag[3]);
-  out[1] = make_uint4(frag[4], frag[5], frag[6], frag[7]);
+  uint4* out = reinterpret_cast<uint4*>(frag_out);
+  out[lane] = make_uint4(frag[0], frag[1], frag[2], frag[3]);
+  if (lane == 0) out[32] = make_uint4(__float_as_uint(zs), __float_as_uint(__fmul_rn(zs, (float)sum)), 0u, 0u);
 }
 
 // Element i of a float32, float16 or bfloat16 array (dtype as DType), as float.
@@ -152,7 +150,7 @@ __global__ void __launch_bounds__(PLANE_WARPS * 32) planes_kernel(const T* __res
     const int i = 256 * s + 32 * c + lane;
     v[c] = i < K ? to_f(row[i]) : 0.f;
   }
-  store_step(v, zf + ((long long)m * steps + s) * 32 * FRAG, lane);
+  store_step(v, zf + ((long long)m * steps + s) * STEP_WORDS, lane);
 }
 
 // The lifted transform and the planes in one kernel (decode: a few tokens). u = L X R with
@@ -256,7 +254,7 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
     float v[8];
 #pragma unroll
     for (int c = 0; c < 8; ++c) v[c] = useg[256 * (s - s_a) + 32 * c + lane];
-    store_step(v, zf + ((long long)m * steps + s) * 32 * FRAG, lane);
+    store_step(v, zf + ((long long)m * steps + s) * STEP_WORDS, lane);
   }
 }
 
@@ -313,7 +311,8 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
   pdl_wait();
   for (int s0 = warp; s0 < steps; s0 += WARPS * U) {
     // every load of the round first (codes from HBM, planes from L1/L2), then the MMAs
-    uint4 wa[U], wb[U], za[U][MB], zb[U][MB];
+    uint4 wa[U], wb[U], za[U][MB];
+    uint2 zb[U][MB];
 #pragma unroll
     for (int q = 0; q < U; ++q) {
       const int s = s0 + q * WARPS, k0 = 8 * s + t, k1 = k0 + 4;
@@ -324,11 +323,10 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
                                    : make_uint4(0, 0, 0, 0);
 #pragma unroll
       for (int mb = 0; mb < MB; ++mb) {
-        const uint4* zp =
-            reinterpret_cast<const uint4*>(zf + (((long long)(m0 + mb) * steps + s) * 32 + lane) * FRAG);
+        const uint32_t* zp = zf + ((long long)(m0 + mb) * steps + s) * STEP_WORDS;
         const bool zin = in && m0 + mb < M;
-        za[q][mb] = zin ? __ldg(zp) : make_uint4(0, 0, 0, 0);
-        zb[q][mb] = zin ? __ldg(zp + 1) : make_uint4(0, 0, 0, 0);
+        za[q][mb] = zin ? __ldg(reinterpret_cast<const uint4*>(zp) + lane) : make_uint4(0, 0, 0, 0);
+        zb[q][mb] = zin ? __ldg(reinterpret_cast<const uint2*>(zp + 32 * 4)) : make_uint2(0, 0);
       }
     }
 #pragma unroll
@@ -511,7 +509,7 @@ __attribute__((visibility("default"))) int lq_lift_planes_fits(int n1, int n2, i
   return e != cudaSuccess ? -(int)e : smem > 0;
 }
 
-// Transform and planes in one launch: zf [M, steps = ceil(n1 * C / 256), 32, 8] from x [M, width] (row
+// Transform and planes in one launch: zf [M, steps = ceil(n1 * C / 256), 33, 4] from x [M, width] (row
 // stride ldx; dtype as below; width = in_features, or 2 * in_features for pre 2), pre 0 none, 1 RMSNorm
 // (nw [in_features] of dtype nw_dtype, eps), 2 SiLU(gate) * up; inv_s1 float32 [n1 * n2] (>= in_features),
 // L float32 [n1, n1], R float32 [n2, C]. spc: k-steps per block (1..16).
@@ -544,7 +542,7 @@ __attribute__((visibility("default"))) int lq_lift_planes(const void* x, int dty
 
 
 // Bit planes of u [M, K] (row stride ldu elements; dtype 0 float32, 1 float16, 2 bfloat16) into
-// zf [M, steps = ceil(K / 256), 32, 8] uint32 (16-byte aligned).
+// zf [M, steps = ceil(K / 256), 33, 4] uint32 (16-byte aligned).
 __attribute__((visibility("default"))) int lq_binary_planes(const void* u, int dtype, int M, int K, long long ldu,
                                                             uint32_t* zf, int steps, cudaStream_t stream) {
   if (!u || !zf || M < 0 || K < 1 || ldu < K || steps != (K + 255) / 256 || reinterpret_cast<uintptr_t>(zf) % 16)

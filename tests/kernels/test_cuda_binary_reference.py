@@ -22,7 +22,7 @@ def test_planes_round_trip_and_product_match_float64():
         u, words, scales, bias = _case(M, Kl, N, seed=Kl)
         u[0, : min(Kl, 256)] = 0.0  # an all-zero k-step
         zf = CB.planes_reference(u, Kl)
-        assert zf.shape == (M, CB.steps(Kl), 32, 8) and not zf[..., 6:].any()
+        assert zf.shape == (M, CB.steps(Kl), 33, 4) and not zf[:, :, 32, 2:].any()
         y = CB.gemv_reference(words, zf, Kl, scales, bias)
         q = K.kmajor_bits(words, Kl).double() * 2 - 1
         ref = (u.double() @ q) * scales.double() + bias.double()
@@ -34,7 +34,7 @@ def test_planes_encode_twos_complement_per_step():
     u = torch.zeros(1, 512)
     u[0, 0], u[0, 1], u[0, 300] = 1.0, -0.5, -3.0  # step 0: max 1; step 1: max 3
     zf = CB.planes_reference(u, 512)
-    zs = zf[0, :, 0, 4].view(torch.float32)
+    zs = zf[0, :, 32, 0].view(torch.float32)
     assert torch.allclose(zs, torch.tensor([1.0, 3.0]) / CB.QMAX)
     # value 1 (index 0: word 0, bit 0) is +QMAX = 0x7FFF: planes 0..14 set, plane 15 (sign) clear
     lane0 = zf[0, 0, 0]  # g = 0, t = 0: planes 0 and 8, word 0
@@ -43,4 +43,4 @@ def test_planes_encode_twos_complement_per_step():
     assert lane28[0] & 1 == 1 and lane28[2] & 1 == 0
     # value -0.5 (index 1: word 0, bit 1) is round(-0.5 * QMAX) = -16384 = 0xC000: planes 14, 15 set only
     assert (lane28[2] >> 1) & 1 == 1 and (zf[0, 0, 24][2] >> 1) & 1 == 1 and (lane0[0] >> 1) & 1 == 0
-    assert zf[0, 1, 0, 5].view(torch.float32) == zs[1] * -CB.QMAX
+    assert zf[0, 1, 32, 1].view(torch.float32) == zs[1] * -CB.QMAX
