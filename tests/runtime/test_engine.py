@@ -96,3 +96,12 @@ def test_graph_warmup_leaves_the_prompt_cache_alone():
     eng._pos = torch.full((1,), eng.max_len - 1, dtype=torch.long)  # what capture() uses for its warm-up
     eng.forward(eng._tok, eng._pos)
     assert torch.equal(eng.k_cache[:, :, :, :7], before)
+
+
+def test_verify_engine_checks_decode_steps():
+    """verify_engine compares prefill and decode-step logits and greedy tokens (CPU engine here)."""
+    from liftexport.verify import verify_engine
+
+    res = verify_engine(read_container(VEC), 4, dtype=torch.float32, device="cpu", prompts=["Hello there", "A b c"])
+    assert res["greedy_identical"], res
+    assert 0.0 < res["max_rel_step_logit_err"] < 1e-4 and res["max_rel_logit_err"] < 1e-4, res
