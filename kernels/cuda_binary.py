@@ -75,7 +75,8 @@ def steps(K: int) -> int:
 
 
 def workspace(M: int, K: int, device) -> torch.Tensor:
-    """The planes buffer of M tokens of K lifted values: int32 [M, steps, 32 lanes, 8 words]."""
+    """The planes buffer of M tokens of K lifted values: int32 [M, steps, 33, 4] (per k-step 32 lanes' plane
+    words, then the step's scale and scaled sum; ``planes_reference``)."""
     return torch.empty(M, steps(K), 33, 4, dtype=torch.int32, device=device)
 
 
