@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (the `run` tool: repository root as working directory, results under $OUT):
+# builds libliftquant_cuda.so for sm_90 into /tmp/bc, installs the package into /tmp/site (the in-tree
+# liftexport/ lacks the mapped subpackages), copies bench/ and tests/ out of the tree, then runs the steps
+# named in STEP (comma-separated):
+#   test     the GPU kernel tests (binary route, decode attention), log to $OUT/test_cuda_binary.log
+#   probe    bench/gpu_binary_probe.py --gemv-only, PDL off and on ($OUT/probe_gemv_pdl{0,1}.json)
+#   prof     bench/gpu_decode_profile.py with LIFTEXPORT_PDL=0 ($OUT/gpu_decode_profile.json)
+#   e2e      bench/gpu_e2e.py --steps 96 ($OUT/gpu_e2e.json)
+#   gemv     bench/gpu_gemv.py, the full table (about 9 minutes: run it alone)
+# e.g. STEP=test,prof,e2e bash bench/device_gpu_steps.sh   (about 2 minutes on the H100)
+set -uo pipefail
+cmake -S kernels/cuda -B /tmp/bc -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null && cmake --build /tmp/bc -j 16 | grep -i error
+pip install -q --no-deps --no-build-isolation --upgrade --target /tmp/site . 2>&1 | grep -i error
+rm -rf /tmp/b /tmp/t /tmp/spec && cp -r bench /tmp/b && cp -r tests /tmp/t && cp -r spec /tmp/spec
+export LIFTEXPORT_CUDA_LIB=/tmp/bc/libliftquant_cuda.so PYTHONPATH=/tmp/site:/tmp/b
+OUT=${OUT:-/tmp/out} && mkdir -p "$OUT"
+cd /tmp
+has() { [[ ",${STEP:-}," == *",$1,"* ]]; }
+if has test; then
+  TRITON_INTERPRET=0 python -m pytest -q -o addopts="" /tmp/t/kernels/test_cuda_binary.py \
+    /tmp/t/kernels/test_decode_attention.py 2>&1 | tail -5 | tee "$OUT/test_cuda_binary.log"
+fi
+if has probe; then
+  for p in 0 1; do
+    LIFTEXPORT_PDL=$p python /tmp/b/gpu_binary_probe.py --gemv-only --rates 24/10 --batches 1 \
+      --shapes 28672x8192,8192x8192,4096x4096,8192x28672 --json "$OUT/probe_gemv_pdl$p.json" 2>&1 | grep -v Warn
+  done
+fi
+if has prof; then
+  LIFTEXPORT_PDL=0 python /tmp/b/gpu_decode_profile.py --json "$OUT/gpu_decode_profile.json" 2>&1 | grep -v Warn | cut -c1-150
+fi
+if has e2e; then
+  python /tmp/b/gpu_e2e.py --steps 96 --json "$OUT/gpu_e2e.json" 2>&1 | grep -v Warn | tail -12
+fi
+if has gemv; then
+  python /tmp/b/gpu_gemv.py --json "$OUT/gpu_gemv.json" 2>&1 | grep -v Warn > "$OUT/gpu_gemv.log"; tail -40 "$OUT/gpu_gemv.log"
+fi
