@@ -101,7 +101,7 @@ def planes(u: torch.Tensor, K: int, zf: torch.Tensor):
 
 
 def lift_planes(x: torch.Tensor, in_features: int, inv_s1: torch.Tensor, L: torch.Tensor, R: torch.Tensor,
-                zf: torch.Tensor, rms: tuple[torch.Tensor, float] | None = None, glu: bool = False, spc: int = 2):
+                zf: torch.Tensor, rms: tuple[torch.Tensor, float] | None = None, glu: bool = False, spc: int = 1):
     """The lifted transform of x and its planes in one launch (the decode route's first kernel).
 
     u = L @ (prologue(x) * inv_s1 as n1 x n2) @ R, as kernels/triton/lift_linear.transform, quantized into

@@ -15,6 +15,11 @@ PROMPTS = (
 
 
 @torch.no_grad()
+def _rel_err(la: torch.Tensor, lb: torch.Tensor) -> float:
+    """max|la - lb| / max|lb|: the relative logit error of every check here."""
+    return float((la - lb).abs().max() / lb.abs().max().clamp_min(1e-30))
+
+
 def compare_models(a, b, tokenizer, n_tokens: int = 32, prompts=PROMPTS) -> dict:
     """a, b: callables like HF causal LMs. Relative error = max|la - lb| / max|lb| per prompt."""
     worst, agree, total = 0.0, 0, 0
@@ -23,7 +28,7 @@ def compare_models(a, b, tokenizer, n_tokens: int = 32, prompts=PROMPTS) -> dict
         ids = tokenizer(p, return_tensors="pt")["input_ids"]
         la = a(input_ids=ids.to(da)).logits.float().cpu()
         lb = b(input_ids=ids.to(db)).logits.float().cpu()
-        worst = max(worst, float((la - lb).abs().max() / lb.abs().max().clamp_min(1e-30)))
+        worst = max(worst, _rel_err(la, lb))
         ga, gb = greedy(a, ids.to(da), n_tokens).cpu(), greedy(b, ids.to(db), n_tokens).cpu()
         agree += int((ga == gb).sum())
         total += n_tokens
@@ -108,21 +113,17 @@ def verify_engine(ir, n_tokens: int = 32, dtype=torch.float16, device="cuda", pr
     ref = build_model(ir, device=device)
     eng = engine_from_ir(ir, device=device, dtype=dtype, max_len=256)
     worst, worst_step, agree, total, first_diff = 0.0, 0.0, 0, 0, []
-
-    def rel(la, lb):
-        return float((la - lb).abs().max() / lb.abs().max().clamp_min(1e-30))
-
     for p in prompts:
         ids = tok(p, return_tensors="pt")["input_ids"].to(device)
         T = ids.shape[1]
         lb = ref(input_ids=ids).logits[0, -1].float()
         la = eng.prefill(ids)[0]
-        worst = max(worst, rel(la, lb))
+        worst = max(worst, _rel_err(la, lb))
         gb = greedy(ref, ids, n_tokens)
         k = min(STEP_CHECK, n_tokens)
         full = ref(input_ids=torch.cat([ids[0], gb[:k]])[None]).logits[0].float()
         for j in range(k):
-            worst_step = max(worst_step, rel(eng.step(gb[j].view(1, 1), T + j)[0], full[T + j]))
+            worst_step = max(worst_step, _rel_err(eng.step(gb[j].view(1, 1), T + j)[0], full[T + j]))
         ga = eng.generate(ids, n_tokens)[0]
         same = (ga == gb)
         agree += int(same.sum())

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from ..errors import FormatError, UnsupportedModelError
 from ..ir import LiftedLinear, QuantizedModel
-from ..kernels.triton.decode_attention import decode_attention
+from ..kernels.triton import decode_attention as DA
 from .triton_linear import TritonLiftGroup, rms_norm, torch_prologue
 
 ENGINE_TYPES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
@@ -139,10 +139,9 @@ class DecoderEngine:
         self.v_cache = torch.zeros(shape, dtype=dtype, device=self.device)
         self.key_pos = torch.arange(max_len, device=self.device)
         #: decode steps (one token) take kernels/triton/decode_attention on CUDA (rotary embedding, cache
-        #: write and attention in two launches) where the model has no q/k norms (Qwen3) and the head size
-        #: is a power of two; the torch path otherwise
-        self.fused_attention = (self.device.type == "cuda" and self.q_norm is None
-                                and self.hd >= 2 and self.hd & (self.hd - 1) == 0)
+        #: write and attention in two launches) where the model has no q/k norms (Qwen3) and the kernel
+        #: takes the head size; the torch path otherwise
+        self.fused_attention = self.device.type == "cuda" and self.q_norm is None and DA.supported(self.hd)
         self.graph = None
 
     @torch.no_grad()
@@ -158,7 +157,7 @@ class DecoderEngine:
             q, k, v = grp["attn_in"](x, rms=(self.ln_in[i], self.eps))
             kc, vc = self.k_cache[i], self.v_cache[i]
             if fused:  # rotary embedding, cache write and attention in Triton
-                a = decode_attention(q[:, 0], k[:, 0], v[:, 0], self.cos, self.sin, kc, vc, pos)[:, None]
+                a = DA.decode_attention(q[:, 0], k[:, 0], v[:, 0], self.cos, self.sin, kc, vc, pos)[:, None]
             else:
                 q = q.view(B, T, self.H, self.hd).transpose(1, 2)
                 k = k.view(B, T, self.KVH, self.hd).transpose(1, 2)

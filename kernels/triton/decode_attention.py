@@ -21,6 +21,11 @@ BLOCK_N = 64  # cached keys per iteration
 MAX_SPLITS = 16  # programs per (sequence, head) splitting the keys (flash-decoding)
 
 
+def supported(head_dim: int) -> bool:
+    """Whether the kernel takes this head size (even, a power of two: tl.arange over each half)."""
+    return head_dim >= 2 and head_dim & (head_dim - 1) == 0
+
+
 def key_chunk(max_len: int) -> int:
     """Keys per program: 64, or more (a power of two) so that max_len needs at most MAX_SPLITS programs."""
     c = BLOCK_N
@@ -132,7 +137,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
     programs over runs of key_chunk(max_len) keys, then one per (batch, head) combining their states."""
     B, KVH, max_len, hd = k_cache.shape
     H = q.shape[1] // hd
-    if (hd % 2 or hd & (hd - 1) or q.shape != (B, H * hd) or k.shape != (B, KVH * hd) or v.shape != k.shape
+    if (not supported(hd) or q.shape != (B, H * hd) or k.shape != (B, KVH * hd) or v.shape != k.shape
             or H % KVH or v_cache.shape != k_cache.shape or cos.shape != (max_len, hd) or sin.shape != cos.shape
             or pos.numel() != 1 or pos.dtype != torch.long
             or any(t.stride(-1) != 1 for t in (q, k, v))

@@ -8,11 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from liftexport.kernels.triton.decode_attention import MAX_SPLITS, decode_attention, key_chunk
-
-
-def _rotate_half(x):
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+from liftexport.runtime.engine import _rotate_half
 
 
 def _tables(max_len, hd):

@@ -22,6 +22,17 @@ def rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
+def _hf_parts(cfg):
+    """A random-init transformers model of cfg and its weights split as the engine takes them: linear
+    weights, linear biases, kept tensors."""
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    sd = model.state_dict()
+    lin = {k[: -len(".weight")]: v for k, v in sd.items() if k.endswith("_proj.weight")}
+    bias = {k[: -len(".bias")]: v for k, v in sd.items() if k.endswith("_proj.bias")}
+    kept = {k: v for k, v in sd.items() if "_proj." not in k}
+    return model, lin, bias, kept
+
+
 def test_lifted_engine_matches_reference_runtime():
     ir = read_container(VEC)
     ref = build_model(ir)
@@ -39,11 +50,7 @@ def test_lifted_engine_matches_reference_runtime():
 def test_dense_engine_matches_transformers(family):
     cfg = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
            "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config}[family](**SMALL)
-    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
-    sd = model.state_dict()
-    lin = {k[: -len(".weight")]: v for k, v in sd.items() if k.endswith("_proj.weight")}
-    bias = {k[: -len(".bias")]: v for k, v in sd.items() if k.endswith("_proj.bias")}
-    kept = {k: v for k, v in sd.items() if "_proj." not in k}
+    model, lin, bias, kept = _hf_parts(cfg)
     eng = DecoderEngine(cfg.to_dict(), kept, dense_groups(lin, cfg.num_hidden_layers, bias), dtype=torch.float32,
                         device="cpu", max_len=40)
     ids = torch.randint(0, 300, (1, 9))
@@ -59,11 +66,7 @@ def test_fused_decode_attention_matches_transformers(family):
     """Decode steps through kernels/triton/decode_attention (the CUDA default; here in Triton's
     interpreter), batch 2, grouped-query heads, against transformers and the torch path."""
     cfg = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[family](**SMALL)
-    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
-    sd = model.state_dict()
-    lin = {k[: -len(".weight")]: v for k, v in sd.items() if k.endswith("_proj.weight")}
-    bias = {k[: -len(".bias")]: v for k, v in sd.items() if k.endswith("_proj.bias")}
-    kept = {k: v for k, v in sd.items() if "_proj." not in k}
+    model, lin, bias, kept = _hf_parts(cfg)
     ids = torch.randint(0, 300, (2, 9))
     nxt = torch.tensor([[5, 7], [11, 13]])
     with torch.no_grad():
