@@ -49,7 +49,8 @@ def main() -> None:
         ir, _ = quantize_model(src, QuantizeOptions(config=a.config, device=dev, progress=False, extra=extra, **v))
         secs = time.time() - t0
         ppl = perplexity(build_model(ir, dev), windows, device=dev, progress=False)["ppl"]
-        rows.append({"variant": name, "options": {**v, **extra}, "ppl": round(ppl, 3), "seconds": round(secs, 1)})
+        rows.append({"variant": name, "options": {**v, **extra}, "ppl": round(ppl, 3), "seconds": round(secs, 1),
+                     "distill": ir.meta.get("distill")})
         print(json.dumps(rows[-1]), flush=True)
         Path(a.out).write_text(json.dumps({"config": a.config, "device": dev, "rows": rows}, indent=1))
     print(f"\n{'variant':<12} {'PPL':>9} {'s':>7}  options")

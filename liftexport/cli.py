@@ -171,6 +171,11 @@ def _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, la
 @click.option("--correction-steps", type=int, default=None,
               help="Adam steps of block-wise correction per block [default: 200 on CUDA, 32 on CPU].")
 @click.option("--no-correction", is_flag=True, help="Skip block-wise correction.")
+@click.option("--distill-steps", type=int, default=None,
+              help="Adam steps of end-to-end distillation (row scales and norms against the original model's "
+                   "logits) after the blocks [default: 200 on CUDA, 40 on CPU; skipped when teacher and student "
+                   "do not fit in memory].")
+@click.option("--no-distill", is_flag=True, help="Skip end-to-end distillation.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when present).")
 @click.option("--search", type=click.Choice(["auto", "exact", "nullspace"]), default="auto", show_default=True)
@@ -190,8 +195,8 @@ def _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, la
 @click.option("--mixed", is_flag=True, help="With --bits X: the bytes of uniform X, allocated per layer group.")
 @_friendly
 def model_cmd(src, fmt, output, onnx_ops, onnx_lut, method, bits, lattice_config, group, calib_text, calib_tokens,
-              calib_seq_len, correction_steps, no_correction, seed, device, search, report, eval_text,
-              no_resume, no_verify, budget, reserve, context, batch_size, mixed) -> None:
+              calib_seq_len, correction_steps, no_correction, distill_steps, no_distill, seed, device, search,
+              report, eval_text, no_resume, no_verify, budget, reserve, context, batch_size, mixed) -> None:
     """Quantize SRC (HF dir, .gguf, or the example model) and write an artifact.
 
     SRC may also be a .lqt container: it is then converted (no quantization) to --to.
@@ -215,8 +220,8 @@ def model_cmd(src, fmt, output, onnx_ops, onnx_lut, method, bits, lattice_config
     ms = ModelSource(src)
     opts = QuantizeOptions(method=method, bits=bits, config=lattice_config, group=group, calib_text=tuple(calib_text),
                            calib_tokens=calib_tokens, calib_seq_len=calib_seq_len,
-                           correction_steps=0 if no_correction else correction_steps, seed=seed, device=device,
-                           search=search)
+                           correction_steps=0 if no_correction else correction_steps,
+                           distill_steps=0 if no_distill else distill_steps, seed=seed, device=device, search=search)
     plan = None
     if budget is not None or mixed:
         plan = _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, lattice_config, method)
@@ -325,16 +330,17 @@ def eval_cmd(src, texts, as_json, device, batch) -> None:
 @click.option("--calib-tokens", type=int, default=None)
 @click.option("--calib-seq-len", default=512, show_default=True)
 @click.option("--correction-steps", type=int, default=None)
+@click.option("--distill-steps", type=int, default=None)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default=None)
 @_friendly
 def sweep_cmd(src, bits_range, baselines, eval_text, output, no_mixed, calib_text, calib_tokens, calib_seq_len,
-              correction_steps, seed, device) -> None:
+              correction_steps, distill_steps, seed, device) -> None:
     """Quantize and evaluate SRC at many rates (uniform and mixed) plus baselines: CSV, JSON and a PNG plot."""
     from .sweep import parse_bits_range, run_sweep
 
     kw = dict(calib_text=tuple(calib_text), calib_tokens=calib_tokens, calib_seq_len=calib_seq_len,
-              correction_steps=correction_steps, seed=seed)
+              correction_steps=correction_steps, distill_steps=distill_steps, seed=seed)
     rows = run_sweep(src, parse_bits_range(bits_range), eval_text, output,
                      baselines=[b.strip() for b in baselines.split(",") if b.strip()], mixed=not no_mixed,
                      quant_kwargs=kw, device=device)

@@ -2,8 +2,10 @@
 
 load -> calibrate -> for each decoder block: capture inputs, fp target, input statistics,
 whiten + lifted search per group, intra-block correction, fold s1 where exact, propagate the
-quantized block's output to the next block -> IR. Only one block's weights are materialised at a
-time (an HF directory is streamed shard by shard); the calibration activations stay resident.
+quantized block's output to the next block -> IR -> end-to-end distillation of the IR's row scales
+and norms against the original model (distill.py; it needs both models in memory, so it is skipped
+when they do not fit). The block pass materialises only one block's weights at a time (an HF
+directory is streamed shard by shard); the calibration activations stay resident.
 A finished block is checkpointed so a killed run resumes where it stopped (checkpoint.py).
 """
 
@@ -22,6 +24,7 @@ from ..ir import LiftedLinear, QuantizedModel, pack_codes
 from ..lattice.config import LatticeConfig
 from ..lattice.menu import load_shipped, select_config
 from ..models.load import ModelSource
+from . import distill as e2e
 from .correct import GroupParams, LiftFakeQuant, correct_block, run_block
 from .lift import ALPHA, DAMP, dequantize, quantize_group
 from .rtn import rtn_quantize
@@ -38,6 +41,10 @@ class QuantizeOptions:
     calib_seq_len: int = 512
     correction_steps: int | None = None  # None: 200 on CUDA, 32 on CPU
     correction_batch: int = 4
+    distill_steps: int | None = None  # None: 200 on CUDA, 40 on CPU (skipped if the model does not fit)
+    distill_batch: int | None = None  # sequences per step; None: 4 on CUDA, 1 on CPU
+    distill_lr: float = 1e-3
+    distill_transforms: bool = False  # also tune each group's s2 and M end to end
     seed: int = 0
     device: str | None = None
     search: str = "auto"
@@ -72,6 +79,24 @@ def calib_tokens(opts, device) -> int:
     if opts.calib_tokens is not None:
         return int(opts.calib_tokens)
     return 32768 if torch.device(device).type == "cuda" else 16384
+
+
+def distill_plan(src, opts, device) -> tuple[int, int, str | None]:
+    """(steps, sequences per step, why skipped) of the end-to-end distillation pass, decided up front:
+    an explicit --distill-steps that does not fit in memory is an error before any work."""
+    steps = e2e.default_steps(device) if opts.distill_steps is None else int(opts.distill_steps)
+    batch = e2e.default_batch(device) if opts.distill_batch is None else int(opts.distill_batch)
+    if steps < 0 or batch < 1:
+        raise ConfigError(f"distillation steps {steps} / batch {batch}: expected steps >= 0, batch >= 1")
+    if steps == 0:
+        return 0, batch, None
+    why = e2e.check_fits(src.config.to_dict(), batch, opts.calib_seq_len, device)
+    if why is None:
+        return steps, batch, None
+    if opts.distill_steps is not None:
+        raise ConfigError(f"{why}; lower --distill-steps to 0 or use a larger device")
+    tqdm.write(f"note: {why}; skipped (block-wise correction only)")
+    return 0, batch, why
 
 
 def _device(opts) -> torch.device:
@@ -293,6 +318,7 @@ def quantize_model(src: ModelSource, opts: QuantizeOptions) -> tuple[QuantizedMo
         ir.meta.update(method="rtn", bits=int(opts.bits), group=opts.group)
     elif opts.method == "liftquant":
         cfg = opts.lattice_config()
+        d_steps, d_batch, d_note = distill_plan(src, opts, device)
         prefix = fam.layers_path
 
         def lattices_of(i):
@@ -342,6 +368,7 @@ def quantize_model(src: ModelSource, opts: QuantizeOptions) -> tuple[QuantizedMo
         ir.meta.update(method="liftquant", bits=round(bits, 5), calibration="text" if opts.calib_text
                        else "self-generated", calib_tokens=int(tokens.numel()), seed=opts.seed,
                        correction_steps=correction_steps(opts, device))
+        del X, kwargs, X0
     else:
         raise ConfigError(f"--method {opts.method!r}: expected liftquant or rtn")
     for k, v in skeleton.state_dict().items():
@@ -349,6 +376,16 @@ def quantize_model(src: ModelSource, opts: QuantizeOptions) -> tuple[QuantizedMo
             ir.kept[k] = v.detach().to(src.kept_dtype).cpu()
     if getattr(src.config, "tie_word_embeddings", False):
         ir.kept.pop("lm_head.weight", None)
+    if opts.method == "liftquant":
+        del skeleton
+        summary = {"steps": 0, "skipped": d_note} if d_note else {"steps": 0}
+        if d_steps > 0:
+            teacher = src.full_model().to(device)
+            summary = e2e.distill(ir, teacher, tokens, d_steps, d_batch, opts.distill_lr, opts.seed * 7 + 1, device,
+                                  transforms=opts.distill_transforms, progress=opts.progress)
+            teacher.to("cpu")  # a GGUF source caches its model
+            del teacher
+        ir.meta["distill"] = summary
     ir.meta["quantize_seconds"] = round(time.time() - t_start, 1)
     ir.meta["source"] = str(src.path)
     return ir, report

@@ -1,0 +1,77 @@
+"""End-to-end distillation after the block pass (liftexport/quantize/distill.py) on a tiny model."""
+
+import pytest
+import torch
+
+from liftexport.errors import ConfigError
+from liftexport.formats.container import read_container, write_container
+from liftexport.models.load import ModelSource
+from liftexport.quantize import distill as e2e
+from liftexport.quantize.pipeline import QuantizeOptions, calibration_tokens, quantize_model
+from liftexport.runtime.reference import build_model
+
+from tiny import make_tiny
+
+FAST = dict(calib_tokens=512, calib_seq_len=64, correction_steps=4, correction_batch=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory):
+    return ModelSource(make_tiny("llama", tmp_path_factory.mktemp("tiny")))
+
+
+def _kl(model, teacher, ids):
+    with torch.no_grad():
+        return float(e2e._kl(model(input_ids=ids).logits, teacher(input_ids=ids).logits))
+
+
+def test_distillation_lowers_held_out_kl_of_the_ir(src, tmp_path):
+    """The reported held-out KL is the IR's own (recomputed through the reference runtime and the
+    container), and it is lower than without the pass; only scales and norms change."""
+    opts = QuantizeOptions(bits=2.4, distill_steps=60, distill_lr=3e-3, **FAST)
+    ir, _ = quantize_model(src, opts)
+    base, _ = quantize_model(src, QuantizeOptions(bits=2.4, distill_steps=0, **FAST))
+    s = ir.meta["distill"]
+    assert s["steps"] == 60 and s["held_out_sequences"] == 1 and base.meta["distill"] == {"steps": 0}
+    hold = calibration_tokens(src, opts, "cpu")[-1:]
+    teacher = src.full_model()
+    back = build_model(read_container(write_container(ir, tmp_path / "d.lqt")))
+    kl_ir, kl_base = _kl(back, teacher, hold), _kl(build_model(base), teacher, hold)
+    assert kl_ir == pytest.approx(s["held_out_kl_after"], rel=0.02)
+    assert kl_base == pytest.approx(s["held_out_kl_before"], rel=1e-3)
+    assert kl_ir < 0.97 * kl_base, (kl_ir, kl_base)
+    name = "model.layers.0.self_attn.q_proj"
+    assert torch.equal(ir.linears[name].codes, base.linears[name].codes)
+    assert not torch.equal(ir.linears[name].scales, base.linears[name].scales)
+    assert not torch.equal(ir.kept["model.norm.weight"], base.kept["model.norm.weight"])
+    assert ir.kept["model.norm.weight"].dtype == base.kept["model.norm.weight"].dtype
+    tf = "model.layers.0.attn_in"
+    assert torch.equal(ir.transforms[tf].M, base.transforms[tf].M)  # transforms stay unless asked
+
+
+def test_distillation_with_transforms(src):
+    ir, _ = quantize_model(src, QuantizeOptions(bits=2.4, distill_steps=20, distill_transforms=True, **FAST))
+    base, _ = quantize_model(src, QuantizeOptions(bits=2.4, distill_steps=0, **FAST))
+    s = ir.meta["distill"]
+    assert s["transforms"] and s["held_out_kl_after"] < s["held_out_kl_before"]
+    tf = "model.layers.0.attn_in"
+    assert not torch.equal(ir.transforms[tf].M, base.transforms[tf].M)
+    assert torch.equal(ir.transforms[tf].M, ir.transforms[tf].M.half().float())  # container precision
+
+
+def test_memory_check(src, monkeypatch):
+    """Too little memory: an explicit request fails before any work, the default skips with a note."""
+    monkeypatch.setattr(e2e, "memory_available", lambda device: 1 << 20)
+    monkeypatch.setattr("liftexport.quantize.pipeline.calibration_tokens",
+                        lambda *a: pytest.fail("work started before the memory check"))
+    with pytest.raises(ConfigError, match="distillation needs about"):
+        quantize_model(src, QuantizeOptions(bits=2.4, distill_steps=5, **FAST))
+    monkeypatch.undo()
+    monkeypatch.setattr(e2e, "memory_available", lambda device: 1 << 20)
+    ir, _ = quantize_model(src, QuantizeOptions(bits=2.4, **FAST))
+    assert ir.meta["distill"]["steps"] == 0 and "GiB" in ir.meta["distill"]["skipped"]
+
+
+def test_param_estimate_matches_the_model(src):
+    n = sum(p.numel() for p in src.full_model().parameters())
+    assert e2e.param_estimate(src.config.to_dict()) == pytest.approx(n, rel=0.02)
