@@ -52,7 +52,7 @@ def load():
             lib.lq_binary_planes.restype = I
             lib.lq_binary_planes.argtypes = [P, I, I, I, L, P, I, P]
             lib.lq_lift_planes.restype = I
-            lib.lq_lift_planes.argtypes = [P, I, I, L, I, I, P, I, ctypes.c_float, P, P, P, I, I, I, P, I, I, P]
+            lib.lq_lift_planes.argtypes = [P, I, I, L, I, I, P, I, ctypes.c_float, P, P, P, I, I, I, P, I, I, I, P]
             lib.lq_lift_planes_fits.restype = I
             lib.lq_lift_planes_fits.argtypes = [I, I, I, I]
             lib.lq_binary_gemv.restype = I
@@ -101,13 +101,16 @@ def planes(u: torch.Tensor, K: int, zf: torch.Tensor):
 
 
 def lift_planes(x: torch.Tensor, in_features: int, inv_s1: torch.Tensor, L: torch.Tensor, R: torch.Tensor,
-                zf: torch.Tensor, rms: tuple[torch.Tensor, float] | None = None, glu: bool = False, spc: int = 1):
+                zf: torch.Tensor, rms: tuple[torch.Tensor, float] | None = None, glu: bool = False, spc: int = 1,
+                static_weights: bool = False):
     """The lifted transform of x and its planes in one launch (the decode route's first kernel).
 
     u = L @ (prologue(x) * inv_s1 as n1 x n2) @ R, as kernels/triton/lift_linear.transform, quantized into
     zf = workspace(M, n1 * C). rms=(weight [in_features] (float32, float16 or bfloat16), eps): RMSNorm
     first; glu: x is [gate | up] and the input is SiLU(gate) * up. spc: k-steps per block; the input
-    must fit (``lift_fits``)."""
+    must fit (``lift_fits``). static_weights: the caller guarantees that no work queued before on the
+    stream writes inv_s1, L or R (true of a model's weights), so the kernel may read them before it
+    waits for the previous kernel (programmatic dependent launch)."""
     n1, n2, C = L.shape[0], R.shape[0], R.shape[1]
     M = x.shape[0]
     K = n1 * C
@@ -126,7 +129,7 @@ def lift_planes(x: torch.Tensor, in_features: int, inv_s1: torch.Tensor, L: torc
                                rms[0].data_ptr() if rms is not None else None,
                                _DTYPES[rms[0].dtype] if rms is not None else 0, float(rms[1]) if rms is not None else 0.0,
                                inv_s1.data_ptr(), L.data_ptr(), R.data_ptr(), n1, n2, C, zf.data_ptr(), zf.shape[1],
-                               spc, _stream(x))
+                               spc, int(bool(static_weights)), _stream(x))
     if rc == -3:
         raise LiftExportError(f"lift planes: an input of {n1 * n2} values does not fit one block's shared memory")
     _check(rc, "lift planes")

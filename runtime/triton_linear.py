@@ -146,7 +146,7 @@ class TritonLiftGroup(nn.Module):
                 self._lift_fits = CB.lift_fits(self.n1, self.n2, self.R.shape[1], LIFT_SPC, x.device)
             if self._lift_fits:  # transform + planes in one CUDA launch
                 CB.lift_planes(x2, self.in_features, self.inv_s1, self.L, self.R, zf, rms=rms, glu=glu,
-                               spc=LIFT_SPC)
+                               spc=LIFT_SPC, static_weights=True)  # buffers written once, at load
             else:
                 u = self._workspace("u", (M, self.n1 * self.R.shape[1]), torch.float32, x.device)
                 K.transform(x2, self.inv_s1, self.L, self.R, self.in_features, u, rms=rms, glu=glu)

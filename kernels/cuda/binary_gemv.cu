@@ -48,7 +48,9 @@ enum DType { F32 = 0, F16 = 1, BF16 = 2 };
 // run (pdl_trigger) and reads or writes no memory before pdl_wait returns (the previous grid complete,
 // its memory visible): before the wait it only prefetches weights into L2 (prefetch_l2: no data
 // reaches the kernel, and L2 is where writes of the previous kernel land), so a layer's launch latency
-// and the first loads of its codes overlap the previous kernel's tail. Elsewhere (sm_80, or
+// and the first loads of its codes overlap the previous kernel's tail. The one exception is opt-in:
+// lq_lift_planes with static_weights = 1 (the caller's promise that nothing queued before writes them)
+// stages its weights into shared memory before the wait. Elsewhere (sm_80, or
 // LIFTEXPORT_PDL=0 in the environment) plain launches, and the two are no-ops.
 __device__ __forceinline__ void pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -135,6 +137,23 @@ __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict_
   for (int i = tid; i < count; i += nthreads) dst[i] = __ldg(src + i);
 }
 
+// Lanes per output when `outs` sums are spread over `threads` threads: the largest power of two <= 32
+// with outs * G <= threads (at least 1).
+#ifndef LQ_LIFT_SPLIT
+#define LQ_LIFT_SPLIT 1  // 0: one lane per output (A/B switch for benchmarks)
+#endif
+__device__ __forceinline__ int split_lanes(int outs, int threads) {
+  int G = 1;
+  if (!LQ_LIFT_SPLIT) return G;
+  while (G < 32 && outs * 2 * G <= threads) G <<= 1;
+  return G;
+}
+// Sum of v over the aligned group of G lanes (G a power of two <= 32); every lane of the warp calls it.
+__device__ __forceinline__ float group_sum(float v, int G) {
+  for (int o = G >> 1; o; o >>= 1) v += __shfl_xor_sync(~0u, v, o);
+  return v;
+}
+
 // Planes of a given u: one warp per k-step s of a token (grid: ceil(steps / PLANE_WARPS) x M).
 template <typename T>
 __global__ void __launch_bounds__(PLANE_WARPS * 32) planes_kernel(const T* __restrict__ u, int K, long long ldu,
@@ -166,10 +185,11 @@ template <typename T, int PRE, int THREADS>
 __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
     const T* __restrict__ x, long long ldx, int in_features, const void* __restrict__ nw, int nw_dtype, float eps,
     const float* __restrict__ inv_s1, const float* __restrict__ L, const float* __restrict__ R, int n1, int n2,
-    int C, uint32_t* __restrict__ zf, int steps, int spc, int stage_r) {
+    int C, uint32_t* __restrict__ zf, int steps, int spc, int flags) {
   extern __shared__ float sm[];
   __shared__ float red[THREADS / 32];
   const int m = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int stage_r = flags & 1, static_w = flags & 2;
   const int n = n1 * n2, K = n1 * C;
   const int s_a = blockIdx.x * spc, s_b = min(steps, s_a + spc);
   const int f_a = 256 * s_a, f_b = min(K, 256 * s_b);
@@ -180,74 +200,91 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
   float* useg = W + rows * n2;  // [256 * spc]: values f_a .. f_a + 256 spc - 1 (zero past K)
   float* Rs = useg + 256 * spc;  // [n2, C] when staged
   pdl_trigger();
+  // the weights' lines requested from memory at once (the GEMVs stream past L2 in between), then staged:
+  // before the wait when the caller guarantees no earlier work in the stream writes inv_s1, L or R
   prefetch_l2(inv_s1, 4LL * n, tid, THREADS);
   prefetch_l2(L + (long long)i_a * n1, 4LL * rows * n1, tid, THREADS);
   prefetch_l2(R, 4LL * n2 * C, tid, THREADS);
-  pdl_wait();
+  if (!static_w) pdl_wait();
   copy_floats(xs, inv_s1, n, tid, THREADS);
   copy_floats(Ls, L + (long long)i_a * n1, rows * n1, tid, THREADS);
   if (stage_r) copy_floats(Rs, R, n2 * C, tid, THREADS);
-  const T* xb = x + (long long)m * ldx;
-  float rstd = 1.f;
-  if (PRE == 1) {
-    float ss = 0.f;
-#pragma unroll 8
-    for (int f = tid; f < in_features; f += THREADS) {
-      const float v = to_f(xb[f]);
-      ss += v * v;
-    }
-#pragma unroll
-    for (int o = 16; o; o >>= 1) ss += __shfl_xor_sync(~0u, ss, o);
-    if (lane == 0) red[warp] = ss;
-    __syncthreads();
-    ss = 0.f;
-#pragma unroll
-    for (int w = 0; w < THREADS / 32; ++w) ss += red[w];
-    rstd = rsqrtf(ss / in_features + eps);
-  }
+  if (static_w) pdl_wait();
   __syncthreads();
+  // X = prologue(x) / s1 in one pass over x; RMSNorm's 1 / rms is a scalar of the whole input, so it
+  // multiplies the block's outputs at the end (u = rstd L X' R) instead of X (no second pass over x)
+  const T* xb = x + (long long)m * ldx;
+  float ss = 0.f;
 #pragma unroll 8
   for (int f = tid; f < n; f += THREADS) {
     float v = 0.f;
     if (f < in_features) {
       v = to_f(xb[f]);
-      if (PRE == 1) v = v * rstd * load_any(nw, nw_dtype, f);
+      if (PRE == 1) {
+        ss = fmaf(v, v, ss);
+        v *= load_any(nw, nw_dtype, f);
+      }
       if (PRE == 2) v = v / (1.f + __expf(-v)) * to_f(xb[in_features + f]);
     }
     xs[f] *= v;
   }
-  __syncthreads();
-  for (int o = tid; o < rows * n2; o += THREADS) {
-    const int r = o / n2, j = o - r * n2;
-    const float* Lr = Ls + r * n1;
-    float a0 = 0.f, a1 = 0.f;
-    int k = 0;
-    for (; k + 1 < n1; k += 2) {
-      a0 = fmaf(Lr[k], xs[k * n2 + j], a0);
-      a1 = fmaf(Lr[k + 1], xs[(k + 1) * n2 + j], a1);
-    }
-    if (k < n1) a0 = fmaf(Lr[k], xs[k * n2 + j], a0);
-    W[o] = a0 + a1;
+  if (PRE == 1) {
+#pragma unroll
+    for (int o = 16; o; o >>= 1) ss += __shfl_xor_sync(~0u, ss, o);
+    if (lane == 0) red[warp] = ss;
   }
   __syncthreads();
-  const float* Rsrc = stage_r ? Rs : R;
-  for (int f = f_a + tid; f < 256 * s_b; f += THREADS) {
-    float a = 0.f;
-    if (f < f_b) {
-      const int i = f / C, c = f - i * C;
-      const float* Wr = W + (i - i_a) * n2;
-      float a1 = 0.f, a2 = 0.f, a3 = 0.f;
-      int j = 0;
-      for (; j + 3 < n2; j += 4) {
-        a = fmaf(Wr[j], Rsrc[(long long)j * C + c], a);
-        a1 = fmaf(Wr[j + 1], Rsrc[(long long)(j + 1) * C + c], a1);
-        a2 = fmaf(Wr[j + 2], Rsrc[(long long)(j + 2) * C + c], a2);
-        a3 = fmaf(Wr[j + 3], Rsrc[(long long)(j + 3) * C + c], a3);
+  float rstd = 1.f;
+  if (PRE == 1) {
+    ss = 0.f;
+#pragma unroll
+    for (int w = 0; w < THREADS / 32; ++w) ss += red[w];
+    rstd = rsqrtf(ss / in_features + eps);
+  }
+  // W = L[i_a.., :] X, then the block's values of W R: each output's sum is split over G lanes (a
+  // power of two, as many as the block has threads to spare; a shuffle reduction joins the parts),
+  // so the dependent chain per thread is n1 / G (W) or n2 / G (u) multiply-adds long.
+  {
+    const int outs = rows * n2;
+    const int G = split_lanes(outs, THREADS), sub = tid & (G - 1), per = THREADS / G;
+    for (int base = 0; base < outs; base += per) {  // same trip count in every thread (shuffles)
+      const int o = base + tid / G;
+      float a0 = 0.f, a1 = 0.f;
+      if (o < outs) {
+        const int r = o / n2, j = o - r * n2;
+        const float* Lr = Ls + r * n1;
+        int k = sub;
+        for (; k + G < n1; k += 2 * G) {
+          a0 = fmaf(Lr[k], xs[k * n2 + j], a0);
+          a1 = fmaf(Lr[k + G], xs[(k + G) * n2 + j], a1);
+        }
+        if (k < n1) a0 = fmaf(Lr[k], xs[k * n2 + j], a0);
       }
-      for (; j < n2; ++j) a = fmaf(Wr[j], Rsrc[(long long)j * C + c], a);
-      a += a1 + a2 + a3;
+      a0 = group_sum(a0 + a1, G);
+      if (o < outs && sub == 0) W[o] = a0;
     }
-    useg[f - f_a] = a;
+  }
+  __syncthreads();
+  {
+    const float* Rsrc = stage_r ? Rs : R;
+    const int outs = 256 * (s_b - s_a);
+    const int G = split_lanes(outs, THREADS), sub = tid & (G - 1), per = THREADS / G;
+    for (int base = 0; base < outs; base += per) {
+      const int f = f_a + base + tid / G;
+      float a0 = 0.f, a1 = 0.f;
+      if (f < f_b) {
+        const int i = f / C, c = f - i * C;
+        const float* Wr = W + (i - i_a) * n2;
+        int j = sub;
+        for (; j + G < n2; j += 2 * G) {
+          a0 = fmaf(Wr[j], Rsrc[(long long)j * C + c], a0);
+          a1 = fmaf(Wr[j + G], Rsrc[(long long)(j + G) * C + c], a1);
+        }
+        if (j < n2) a0 = fmaf(Wr[j], Rsrc[(long long)j * C + c], a0);
+      }
+      a0 = group_sum(a0 + a1, G);
+      if (base + tid / G < outs && sub == 0) useg[base + tid / G] = a0 * rstd;  // zero past K
+    }
   }
   __syncthreads();
   for (int s = s_a + warp; s < s_b; s += THREADS / 32) {
@@ -444,7 +481,7 @@ template <typename T, int PRE, int THREADS>
 cudaError_t launch_lift_threads(const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
                         const float* inv_s1,
                         const float* L, const float* R, int n1, int n2, int C, uint32_t* zf, int steps, int spc,
-                        int M, size_t smem, int stage_r, cudaStream_t stream) {
+                        int M, size_t smem, int flags, cudaStream_t stream) {
   static size_t opted = 48 << 10;  // dynamic shared memory this instantiation may use (default limit)
   if (smem > opted) {
     const cudaError_t e = cudaFuncSetAttribute(lift_planes_kernel<T, PRE, THREADS>,
@@ -454,15 +491,15 @@ cudaError_t launch_lift_threads(const void* x, long long ldx, int in_features, c
   }
   const dim3 grid((steps + spc - 1) / spc, M);
   return launch(lift_planes_kernel<T, PRE, THREADS>, grid, THREADS, smem, stream, static_cast<const T*>(x), ldx,
-                in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, stage_r);
+                in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, flags);
 }
 
 template <typename T, int PRE>
 cudaError_t launch_lift(const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
                         const float* inv_s1,
                         const float* L, const float* R, int n1, int n2, int C, uint32_t* zf, int steps, int spc,
-                        int M, size_t smem, int stage_r, cudaStream_t stream) {
-#define LQ_ARGS x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, stage_r, stream
+                        int M, size_t smem, int flags, cudaStream_t stream) {
+#define LQ_ARGS x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, flags, stream
   if (n1 * n2 > WIDE_LIFT) return launch_lift_threads<T, PRE, WIDE_LIFT_THREADS>(LQ_ARGS);
   return launch_lift_threads<T, PRE, LIFT_THREADS>(LQ_ARGS);
 #undef LQ_ARGS
@@ -471,8 +508,8 @@ cudaError_t launch_lift(const void* x, long long ldx, int in_features, const voi
 template <typename T>
 cudaError_t dispatch_lift(int pre, const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
                           const float* inv_s1, const float* L, const float* R, int n1, int n2, int C, uint32_t* zf,
-                          int steps, int spc, int M, size_t smem, int stage_r, cudaStream_t stream) {
-#define LQ_ARGS x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, stage_r, stream
+                          int steps, int spc, int M, size_t smem, int flags, cudaStream_t stream) {
+#define LQ_ARGS x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, flags, stream
   if (pre == 1) return launch_lift<T, 1>(LQ_ARGS);
   if (pre == 2) return launch_lift<T, 2>(LQ_ARGS);
   return launch_lift<T, 0>(LQ_ARGS);
@@ -512,29 +549,32 @@ __attribute__((visibility("default"))) int lq_lift_planes_fits(int n1, int n2, i
 // Transform and planes in one launch: zf [M, steps = ceil(n1 * C / 256), 33, 4] from x [M, width] (row
 // stride ldx; dtype as below; width = in_features, or 2 * in_features for pre 2), pre 0 none, 1 RMSNorm
 // (nw [in_features] of dtype nw_dtype, eps), 2 SiLU(gate) * up; inv_s1 float32 [n1 * n2] (>= in_features),
-// L float32 [n1, n1], R float32 [n2, C]. spc: k-steps per block (1..16).
+// L float32 [n1, n1], R float32 [n2, C]. spc: k-steps per block (1..16). static_weights 1: no work queued
+// earlier in the stream writes inv_s1, L or R (weights), so with programmatic dependent launch the kernel
+// stages them into shared memory before it waits for the previous kernel; 0: it only prefetches them.
 __attribute__((visibility("default"))) int lq_lift_planes(const void* x, int dtype, int M, long long ldx,
                                                           int in_features, int pre, const void* nw, int nw_dtype,
                                                           float eps,
                                                           const float* inv_s1, const float* L, const float* R,
                                                           int n1, int n2, int C, uint32_t* zf, int steps, int spc,
-                                                          cudaStream_t stream) {
+                                                          int static_weights, cudaStream_t stream) {
   const long long K = (long long)n1 * C;
   if (!x || !inv_s1 || !L || !R || !zf || M < 0 || n1 < 1 || n2 < 1 || C < 1 || in_features < 1 ||
       (long long)n1 * n2 < in_features || pre < 0 || pre > 2 || (pre == 1 && (!nw || nw_dtype < F32 || nw_dtype > BF16)) ||
       ldx < (pre == 2 ? 2LL : 1LL) * in_features || K > (1LL << 30) || steps != (K + 255) / 256 || spc < 1 ||
-      spc > 16 || reinterpret_cast<uintptr_t>(zf) % 16)
+      spc > 16 || reinterpret_cast<uintptr_t>(zf) % 16 || (static_weights != 0 && static_weights != 1))
     return -1;
   if (M == 0) return 0;
   size_t smem = 0;
   int stage_r = 0;
   if (const cudaError_t e = lift_smem(n1, n2, (int)C, spc, &smem, &stage_r); e != cudaSuccess) return (int)e;
   if (!smem) return -3;  // input too wide for one block's shared memory
+  const int flags = stage_r | (static_weights << 1);
   cudaError_t e;
   switch (dtype) {
-    case F32: e = dispatch_lift<float>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, stage_r, stream); break;
-    case F16: e = dispatch_lift<__half>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, stage_r, stream); break;
-    case BF16: e = dispatch_lift<__nv_bfloat16>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, stage_r, stream); break;
+    case F32: e = dispatch_lift<float>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, flags, stream); break;
+    case F16: e = dispatch_lift<__half>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, flags, stream); break;
+    case BF16: e = dispatch_lift<__nv_bfloat16>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, flags, stream); break;
     default: return -2;
   }
   return (int)e;

@@ -154,7 +154,12 @@ def test_lift_planes_matches_float64(in_features, D, d, pre, M, spc):
     inv = (1.0 / tf.s1.double()).float().cuda()
     zf = CB.workspace(M, Kl, "cuda")
     zf.fill_(-1)
-    CB.lift_planes(x, in_features, inv, L.float(), R.float(), zf, rms=rms, glu=pre == "glu", spc=spc)
+    Lf, Rf = L.float(), R.float()
+    CB.lift_planes(x, in_features, inv, Lf, Rf, zf, rms=rms, glu=pre == "glu", spc=spc)
+    torch.cuda.synchronize()  # the weights are now written: the static-weights path gives the same words
+    zs = CB.workspace(M, Kl, "cuda").fill_(-1)
+    CB.lift_planes(x, in_features, inv, Lf, Rf, zs, rms=rms, glu=pre == "glu", spc=spc, static_weights=True)
+    assert torch.equal(zs, zf)
     y = torch.full((M, 36), float("nan"), device="cuda")
     CB.gemv(words, zf, scales, bias, y)
     assert CB.lift_fits(n1, n2, C, spc, "cuda")
@@ -165,12 +170,14 @@ def test_lift_planes_matches_float64(in_features, D, d, pre, M, spc):
     assert err <= 2e-4, err
 
 
-def test_dependent_chain_of_launches():
+@pytest.mark.parametrize("static", [False, True])
+def test_dependent_chain_of_launches(static):
     """Layers back to back as in a decode step (on sm_90 each kernel is a programmatic dependent launch that
     may start before the previous one ends): every lift_planes reads the previous GEMV's output, every GEMV
-    the planes just written and the previous output as residual, and the transform factor L is rewritten
-    by a torch kernel right before each lift_planes. Eager and in a CUDA graph, fresh inputs per replay;
-    each layer is checked against float64 from the input the kernels gave it."""
+    the planes just written and the previous output as residual. static=False: the transform factor L is
+    rewritten by a torch kernel right before each lift_planes; static=True: L is written once beforehand
+    and lift_planes reads the weights before waiting (static_weights). Eager and in a CUDA graph, fresh
+    inputs per replay; each layer is checked against float64 from the input the kernels gave it."""
     from liftexport.runtime.triton_linear import torch_prologue
     from liftexport.transform import lift_with_factors
 
@@ -186,10 +193,16 @@ def test_dependent_chain_of_launches():
     xs = [torch.empty(1, in_f, device="cuda", dtype=torch.float16) for _ in range(layers + 1)]
     zf = CB.workspace(1, Kl, "cuda")
 
+    Ls = [Lf * (1.0 + 0.25 * i) for i in range(layers)]
+    torch.cuda.synchronize()
+
     def chain():
         for i, (w, s, b) in enumerate(weights):
-            torch.mul(Lf, 1.0 + 0.25 * i, out=Lw)
-            CB.lift_planes(xs[i], in_f, inv, Lw, Rf, zf, rms=(nw, 1e-5))
+            if static:
+                CB.lift_planes(xs[i], in_f, inv, Ls[i], Rf, zf, rms=(nw, 1e-5), static_weights=True)
+            else:
+                torch.mul(Lf, 1.0 + 0.25 * i, out=Lw)
+                CB.lift_planes(xs[i], in_f, inv, Lw, Rf, zf, rms=(nw, 1e-5))
             CB.gemv(w, zf, s, b, xs[i + 1], residual=xs[i])
 
     def check():
