@@ -173,7 +173,7 @@ def _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, la
 @click.option("--no-correction", is_flag=True, help="Skip block-wise correction.")
 @click.option("--distill-steps", type=int, default=None,
               help="Adam steps of end-to-end distillation (row scales and norms against the original model's "
-                   "logits) after the blocks [default: 200 on CUDA, 40 on CPU; skipped when teacher and student "
+                   "logits) after the blocks [default: 100 on CUDA, 40 on CPU; skipped when teacher and student "
                    "do not fit in memory].")
 @click.option("--no-distill", is_flag=True, help="Skip end-to-end distillation.")
 @click.option("--seed", default=0, show_default=True)

@@ -41,7 +41,7 @@ class QuantizeOptions:
     calib_seq_len: int = 512
     correction_steps: int | None = None  # None: 200 on CUDA, 32 on CPU
     correction_batch: int = 4
-    distill_steps: int | None = None  # None: 200 on CUDA, 40 on CPU (skipped if the model does not fit)
+    distill_steps: int | None = None  # None: 100 on CUDA, 40 on CPU (skipped if the model does not fit)
     distill_batch: int | None = None  # sequences per step; None: 4 on CUDA, 1 on CPU
     distill_lr: float = 1e-3
     distill_transforms: bool = False  # also tune each group's s2 and M end to end
