@@ -298,6 +298,8 @@ def quantize_model(src: ModelSource, opts: QuantizeOptions) -> tuple[QuantizedMo
     torch.manual_seed(opts.seed)
     ir = QuantizedModel(config=src.config.to_dict(), tokenizer=src.tokenizer_files())
     report: list[dict] = []
+    if opts.method == "liftquant":  # before anything is written (the checkpoint directory included)
+        d_steps, d_batch, d_note = distill_plan(src, opts, device)
     ckpt = Checkpoint.open(opts.checkpoint_dir, opts.key()) if opts.checkpoint_dir else None
     skeleton = src.skeleton()
     fam = src.family
@@ -318,7 +320,6 @@ def quantize_model(src: ModelSource, opts: QuantizeOptions) -> tuple[QuantizedMo
         ir.meta.update(method="rtn", bits=int(opts.bits), group=opts.group)
     elif opts.method == "liftquant":
         cfg = opts.lattice_config()
-        d_steps, d_batch, d_note = distill_plan(src, opts, device)
         prefix = fam.layers_path
 
         def lattices_of(i):

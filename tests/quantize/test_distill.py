@@ -75,3 +75,27 @@ def test_memory_check(src, monkeypatch):
 def test_param_estimate_matches_the_model(src):
     n = sum(p.numel() for p in src.full_model().parameters())
     assert e2e.param_estimate(src.config.to_dict()) == pytest.approx(n, rel=0.02)
+
+
+def test_cli_flags(src, tmp_path, monkeypatch):
+    """--no-distill is recorded in the artifact; an explicit --distill-steps that cannot fit exits 2 with
+    one line naming the problem and writes nothing."""
+    import json
+
+    from click.testing import CliRunner
+
+    from liftexport.cli import main
+
+    fast = ["--calib-tokens", "256", "--calib-seq-len", "64", "--correction-steps", "2", "--no-verify"]
+    out = tmp_path / "a.lqt"
+    r = CliRunner().invoke(main, ["model", str(src.path), "-o", str(out), "--no-distill", *fast])
+    assert r.exit_code == 0, r.output
+    summary = next(json.loads(line[line.index('{"output"'):]) for line in r.output.splitlines()
+                   if '{"output"' in line)  # stderr (progress bars) shares the runner's output
+    assert summary["distill"] == {"steps": 0}
+    assert read_container(out).meta["distill"] == {"steps": 0}
+    monkeypatch.setattr(e2e, "memory_available", lambda device: 1 << 20)
+    bad = tmp_path / "b.lqt"
+    r = CliRunner().invoke(main, ["model", str(src.path), "-o", str(bad), "--distill-steps", "10", *fast])
+    assert r.exit_code == 2 and "distillation needs about" in r.output and "--distill-steps" in r.output
+    assert not bad.exists() and not bad.with_name(bad.name + ".ckpt").exists()
