@@ -66,8 +66,11 @@ def build_tokenizer(ir: QuantizedModel):
         return AutoTokenizer.from_pretrained(d)
 
 
-def build_model(ir: QuantizedModel, device: str | torch.device = "cpu", dtype=torch.float32):
-    """A transformers causal LM that executes the IR (kept tensors + quantized linears)."""
+def build_model(ir: QuantizedModel, device: str | torch.device = "cpu", dtype=torch.float32, lifted=None):
+    """A transformers causal LM that executes the IR (kept tensors + quantized linears).
+
+    ``lifted(name, lin, tf) -> nn.Module`` replaces LiftLinear for the lifted layers (e.g. trainable
+    modules for distillation); the module is moved to ``device`` with the rest."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -102,7 +105,7 @@ def build_model(ir: QuantizedModel, device: str | torch.device = "cpu", dtype=to
             tf = ir.transforms.get(lin.transform)
             if tf is None:
                 raise FormatError(f"{name}: transform {lin.transform!r} missing")
-            mod = LiftLinear(lin, tf)
+            mod = LiftLinear(lin, tf) if lifted is None else lifted(name, lin, tf)
         else:
             mod = RTNLinearModule(lin)
         setattr(model.get_submodule(parent_name), child, mod)

@@ -72,6 +72,12 @@ class LiftFakeQuant(nn.Module):
         return nn.functional.linear(x, W.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
 
+def adam_cosine(params: list[dict], steps: int):
+    """Adam over parameter groups with the learning rates decayed to 0 on a cosine over ``steps``."""
+    opt = torch.optim.Adam(params)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
+
+
 def run_block(block, X: torch.Tensor, kwargs: dict, batch: int) -> torch.Tensor:
     outs = []
     for i in range(0, X.shape[0], batch):
@@ -91,8 +97,7 @@ def correct_block(block, fakes: list[LiftFakeQuant], groups: list[GroupParams], 
         {"params": [p for g in groups for p in (g.M, g.log_a, g.log_b, g.log_s1)], "lr": lr_transform},
         {"params": [f.log_scale for f in fakes], "lr": lr_scale},
     ]
-    opt = torch.optim.Adam(params)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
+    opt, sched = adam_cosine(params, steps)
     gen = torch.Generator().manual_seed(seed)
     denom = Y.pow(2).mean().clamp_min(1e-20)
     for t in range(steps):

@@ -14,7 +14,6 @@ before and after is reported.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..ir import LiftedLinear, QuantizedModel, unpack_codes
-from .correct import GroupParams, LiftFakeQuant
+from .correct import GroupParams, LiftFakeQuant, adam_cosine
 from .lift import dequantize
 
 
@@ -49,14 +48,15 @@ def param_estimate(config: dict) -> int:
     return L * per_layer + V * h * (1 if config.get("tie_word_embeddings") else 2)
 
 
-def memory_needed(config: dict, batch: int, seq_len: int) -> int:
-    """Bytes: fp32 teacher + student weights, the student's gradients/Adam state are small, the
-    student's unscaled dense weights, activations of one step, and two [batch, seq, vocab] logits
-    (+ their softmax copies)."""
+def memory_needed(config: dict, batch: int, seq_len: int, transforms: bool = False) -> int:
+    """Bytes: fp32 teacher, the student's weights (unscaled, decoded once; with ``transforms`` its +-1
+    codes in float32 instead, up to 4 per weight at 3 bits, and a decoded copy per step), activations
+    of one step, and two [batch, seq, vocab] logits (+ their softmax copies). The student's
+    gradients and Adam state (scales, norms, transforms) are small."""
     p = param_estimate(config)
     act = batch * seq_len * config["num_hidden_layers"] * config["hidden_size"] * 4 * 24
     logits = batch * seq_len * config["vocab_size"] * 4 * 6
-    return 3 * 4 * p + act + logits
+    return (3 + (5 if transforms else 0)) * 4 * p + act + logits
 
 
 def memory_available(device) -> int:
@@ -74,9 +74,9 @@ def memory_available(device) -> int:
     return 1 << 62
 
 
-def check_fits(config: dict, batch: int, seq_len: int, device) -> str | None:
+def check_fits(config: dict, batch: int, seq_len: int, device, transforms: bool = False) -> str | None:
     """None if distillation fits in the device's free memory, else why not."""
-    need, have = memory_needed(config, batch, seq_len), memory_available(device)
+    need, have = memory_needed(config, batch, seq_len, transforms), memory_available(device)
     if need <= have:
         return None
     return (f"end-to-end distillation needs about {need / 2**30:.1f} GiB on {torch.device(device).type} "
@@ -84,19 +84,20 @@ def check_fits(config: dict, batch: int, seq_len: int, device) -> str | None:
 
 
 class _Tuned(nn.Module):
-    """A lifted linear with fixed codes: W = scale * base, base decoded once (or every forward when
-    the group's transform trains)."""
+    """A lifted linear with fixed codes: W = scale * base, base decoded once (its +-1 codes then
+    dropped), or W decoded every forward when the group's transform trains."""
 
     def __init__(self, fq: LiftFakeQuant, cache_base: bool):
         super().__init__()
         self.fq = fq
-        self.base = None
+        base = None
         if cache_base:
             g = fq.group
             with torch.no_grad():
-                one = torch.ones_like(fq.log_scale)
-                self.base = dequantize(g.tf, fq.latent.detach(), one, M=g.M, a=g.log_a.exp(), b=g.log_b.exp(),
-                                       s1=g.s1())
+                base = dequantize(g.tf, fq.latent, torch.ones_like(fq.log_scale), M=g.M, a=g.log_a.exp(),
+                                  b=g.log_b.exp(), s1=g.s1())
+            fq.latent = None
+        self.register_buffer("base", base)
 
     def forward(self, x):
         if self.base is None:
@@ -141,21 +142,16 @@ def distill(ir: QuantizedModel, teacher, tokens: torch.Tensor, steps: int, batch
     device = torch.device(device)
     n_hold = max(1, tokens.shape[0] // 16)
     train, hold = tokens[:-n_hold], tokens[-n_hold:]
-    student = build_model(ir, device)
-    student.requires_grad_(False)
-    groups = {key: GroupParams(tf, device) for key, tf in ir.transforms.items()}
+    groups = {key: GroupParams(tf, "cpu") for key, tf in ir.transforms.items()}
     tuned: dict[str, _Tuned] = {}
-    for name, lin in ir.linears.items():
-        if not isinstance(lin, LiftedLinear):
-            continue
-        tf = ir.transforms[lin.transform]
-        q = unpack_codes(lin.codes, tf.lifted).float().to(device) * 2 - 1
-        fq = LiftFakeQuant(groups[lin.transform], q, lin.scales.float().to(device),
-                           None if lin.bias is None else lin.bias.float().to(device))
-        t = _Tuned(fq, cache_base=not transforms)
-        parent, _, child = name.rpartition(".")
-        setattr(student.get_submodule(parent), child, t)
-        tuned[name] = t
+
+    def lifted(name, lin, tf):
+        q = unpack_codes(lin.codes, tf.lifted).float() * 2 - 1
+        fq = LiftFakeQuant(groups[lin.transform], q, lin.scales.float(), None if lin.bias is None else lin.bias.float())
+        tuned[name] = _Tuned(fq, cache_base=not transforms)
+        return tuned[name]
+
+    student = build_model(ir, device, lifted=lifted)
     if not tuned:
         return {"steps": 0}
     student.requires_grad_(False)
@@ -168,8 +164,7 @@ def distill(ir: QuantizedModel, teacher, tokens: torch.Tensor, steps: int, batch
             p.requires_grad_(True)
     teacher.eval()
     kl_before = _held_out_kl(student, teacher, hold, device)
-    opt = torch.optim.Adam(params)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
+    opt, sched = adam_cosine(params, steps)
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(range(steps), desc="end-to-end distillation", disable=not progress)
     for _ in bar:

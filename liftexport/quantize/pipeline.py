@@ -90,7 +90,7 @@ def distill_plan(src, opts, device) -> tuple[int, int, str | None]:
         raise ConfigError(f"distillation steps {steps} / batch {batch}: expected steps >= 0, batch >= 1")
     if steps == 0:
         return 0, batch, None
-    why = e2e.check_fits(src.config.to_dict(), batch, opts.calib_seq_len, device)
+    why = e2e.check_fits(src.config.to_dict(), batch, opts.calib_seq_len, device, opts.distill_transforms)
     if why is None:
         return steps, batch, None
     if opts.distill_steps is not None:
