@@ -66,7 +66,8 @@ def main() -> None:
             summary = json.loads(report.read_text())["summary"]
             row.update(config=summary.get("config"), quantize_seconds=summary.get("quantize_seconds"),
                        calibration=summary.get("calibration"), correction_steps=summary.get("correction_steps"),
-                       file_bytes=summary.get("bytes"))
+                       file_bytes=summary.get("bytes"),
+                       distill_seconds=(summary.get("distill") or {}).get("seconds"))
             Path(a.out).write_text(json.dumps(rows + [row], indent=1))  # kept if eval is cut off
             t_eval = time.perf_counter()
             ev = subprocess.run(_cli("eval", str(art), "--json", *sum((["--text", t] for t in a.eval_text), [])),

@@ -6,6 +6,10 @@
 #   3. (only if 2 ran out of time)                                   bash bench/device_calib.sh wait
 # or, as step 2, timed `liftexport model` runs one after another (bench/cli_runs.py, default arguments
 # plus each run's; results $OUT/res_timed.json):  RUNS="s24=--bits 2.4;s30=--bits 3.0" bash bench/device_calib.sh timed
+# or, as step 2, the domain check (issue 3): the 2.4-bit model calibrated on its own samples and on the five
+# novels, each evaluated on persuasion.txt and on fresh samples of the full-precision model (bench/selfgen_text.py,
+# seed 4242), with the full-precision model itself on both:                      bash bench/device_calib.sh domain
+# (ONLY=self or ONLY=text: one of the two quantizations)
 # VARIANTS: space-separated CONFIG:NAME=JSON (JSON as bench/calib_ablation.py takes it; the string TEXT
 # inside it expands to the five calibration novels, never persuasion.txt). Each variant runs as its own
 # process in parallel; results go to $OUT/NAME.json and $OUT/NAME.log.
@@ -16,6 +20,20 @@ TEXT='"/tmp/m/austen/emma.txt", "/tmp/m/austen/mansfieldpark.txt", "/tmp/m/auste
 case "${1:-}" in
   stage)
     mkdir -p $M && cp -r .carry/a/. $M/ && ls $M ;;
+  domain)
+    cat $M/modelpart_aa .carry/b/modelpart_ab $M/modelpart_ac > $M/SmolLM2-135M-Instruct.Q4_1.gguf
+    pip install -q --no-deps --target /tmp/site .carry/b/*.whl 2>&1 | grep -i error
+    pip install -q --no-deps --no-build-isolation --upgrade --target /tmp/site . 2>&1 | grep -i error
+    rm -rf /tmp/b && cp -r bench /tmp/b && cd /tmp
+    S=$M/SmolLM2-135M-Instruct.Q4_1.gguf; novels=$(ls $M/austen/*.txt | grep -v persuasion | sed 's/^/--calib-text /')
+    export PYTHONPATH=/tmp/site
+    [ "${ONLY:-self}" = text ] || python -m liftexport.cli model $S --bits 2.4 -o /tmp/self24.lqt > /tmp/dom_self.log 2>&1 &
+    [ "${ONLY:-text}" = self ] || python -m liftexport.cli model $S --bits 2.4 $novels -o /tmp/text24.lqt > /tmp/dom_text.log 2>&1 &
+    python /tmp/b/selfgen_text.py --src $S --out /tmp/selfgen.txt 2>&1 | grep -v Warn | tail -1
+    wait
+    for m in $S /tmp/self24.lqt /tmp/text24.lqt; do [ -f $m ] || continue; for t in $M/austen/persuasion.txt /tmp/selfgen.txt; do
+      echo "$(basename $m) $(basename $t) $(python -m liftexport.cli eval $m --text $t --json 2>/dev/null | tail -1)"
+    done; done | tee $OUT/domain_check.txt ;;
   start|timed)
     cat $M/modelpart_aa .carry/b/modelpart_ab $M/modelpart_ac > $M/SmolLM2-135M-Instruct.Q4_1.gguf
     pip install -q --no-deps --target /tmp/site .carry/b/*.whl 2>&1 | grep -i error

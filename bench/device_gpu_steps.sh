@@ -8,8 +8,11 @@
 #   prof     bench/gpu_decode_profile.py with LIFTEXPORT_PDL=0 ($OUT/gpu_decode_profile.json)
 #   e2e      bench/gpu_e2e.py --steps 96 ($OUT/gpu_e2e.json)
 #   gemv     bench/gpu_gemv.py, the full table (about 9 minutes: run it alone)
+#   variants the library built once per LIB_VARIANTS entry ("name=nvcc flags;..." e.g. "base=;pipe=-DLQ_PIPE=1"),
+#            each timed with the probe's --gemv-only at 24/10 batch 1 (PDL on; $OUT/var_NAME.json)
 # e.g. STEP=test,prof,e2e bash bench/device_gpu_steps.sh   (about 2 minutes on the H100)
 set -uo pipefail
+REPO=$PWD
 cmake -S kernels/cuda -B /tmp/bc -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null && cmake --build /tmp/bc -j 16 | grep -i error
 pip install -q --no-deps --no-build-isolation --upgrade --target /tmp/site . 2>&1 | grep -i error
 rm -rf /tmp/b /tmp/t /tmp/spec && cp -r bench /tmp/b && cp -r tests /tmp/t && cp -r spec /tmp/spec
@@ -35,4 +38,20 @@ if has e2e; then
 fi
 if has gemv; then
   python /tmp/b/gpu_gemv.py --json "$OUT/gpu_gemv.json" 2>&1 | grep -v Warn > "$OUT/gpu_gemv.log"; tail -40 "$OUT/gpu_gemv.log"
+fi
+if has variants; then
+  IFS=';' read -ra vs <<< "${LIB_VARIANTS:-base=}"
+  for v in "${vs[@]}"; do
+    name=${v%%=*}; flags=${v#*=}
+    (cmake -S $REPO/kernels/cuda -B /tmp/bv/$name -DCMAKE_CUDA_ARCHITECTURES=90 "-DCMAKE_CUDA_FLAGS=$flags" >/dev/null \
+      && cmake --build /tmp/bv/$name -j 4 | grep -i error) &
+  done
+  wait
+  for rep in 1 2; do for v in "${vs[@]}"; do
+    name=${v%%=*}
+    echo "== $name (pass $rep)"
+    LIFTEXPORT_CUDA_LIB=/tmp/bv/$name/libliftquant_cuda.so python /tmp/b/gpu_binary_probe.py --gemv-only --rates 24/10 \
+      --batches ${VAR_BATCHES:-1} --shapes ${VAR_SHAPES:-28672x8192,8192x8192,8192x28672,4096x4096} \
+      --json "$OUT/var_${name}_$rep.json" 2>&1 | grep -v Warn | grep -v "^ *$"
+  done; done
 fi

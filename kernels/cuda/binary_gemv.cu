@@ -31,10 +31,23 @@ constexpr int STEP_WORDS = 33 * 4;      // words per k-step in the planes buffer
 #ifndef LQ_U1
 #define LQ_U1 2
 #endif
+// The one-token, 8-warp gemv loads its next round while it computes the current one (two register sets:
+// 8192x8192 in a stream of 8 11.3 -> 10.0 us, 8192x28672 32.2 -> 28.5). The 4-warp one for many row blocks
+// does not: with 7 blocks per SM to fit the registers it is slower (28672x8192: 28.7 -> 29.9 us), and one
+// round of one k-step in flight the same (bench/results/gemv_pipeline/). 0: never (A/B switch).
+#ifndef LQ_PIPE
+#define LQ_PIPE 1
+#endif
+#ifndef LQ_PF
+#define LQ_PF 1  // rounds of codes a gemv warp prefetches into L2 before its programmatic-launch wait
+#endif
 // gemv blocks: 8 warps splitting K; with many row blocks (>= WIDE_BLOCKS_PER_SM per SM) and one token,
 // 4 warps, so that all blocks fit on the GPU in one wave (28672x8192: 33.3 -> 32.5 us, 22016x4096:
 // 19.1 -> 17.5; fewer row blocks are faster with 8: bench/results/binary_variants/)
-constexpr int WIDE_BLOCKS_PER_SM = 5;
+#ifndef LQ_WIDE_BLOCKS
+#define LQ_WIDE_BLOCKS 5
+#endif
+constexpr int WIDE_BLOCKS_PER_SM = LQ_WIDE_BLOCKS;
 constexpr int PLANE_WARPS = 8;           // k-steps per planes block (one per warp)
 // threads of a lift_planes block: 512, or 1024 for inputs wider than WIDE_LIFT values (down_proj of a
 // 7B model, 11008: 18.5 us per call in a decode step vs 23.8 with 512 and 32.3 with 256; 4096-wide
@@ -340,16 +353,14 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
   }
   pdl_trigger();
 #pragma unroll
-  for (int q = 0; q < U; ++q) {  // the first round's codes into L2 while the previous kernel finishes
+  for (int q = 0; q < U * LQ_PF; ++q) {  // the first rounds' codes into L2 while the previous kernel finishes
     const int s = warp + q * WARPS, k0 = 8 * s + t, k1 = k0 + 4;
     if (s < steps && k0 < KW && rok && g == 0) prefetch_l2(words + (long long)k0 * N + r);
     if (s < steps && k1 < KW && rok && g == 0) prefetch_l2(words + (long long)k1 * N + r);
   }
   pdl_wait();
-  for (int s0 = warp; s0 < steps; s0 += WARPS * U) {
-    // every load of the round first (codes from HBM, planes from L1/L2), then the MMAs
-    uint4 wa[U], wb[U], za[U][MB];
-    uint2 zb[U][MB];
+  // one round: U k-steps of this warp (codes from HBM, planes from L1/L2), loads all issued before any use
+  auto load = [&](int s0, uint4(&wa)[U], uint4(&wb)[U], uint4(&za)[U][MB], uint2(&zb)[U][MB]) {
 #pragma unroll
     for (int q = 0; q < U; ++q) {
       const int s = s0 + q * WARPS, k0 = 8 * s + t, k1 = k0 + 4;
@@ -366,6 +377,9 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
         zb[q][mb] = zin ? __ldg(reinterpret_cast<const uint2*>(zp + 32 * 4)) : make_uint2(0, 0);
       }
     }
+  };
+  auto compute = [&](int s0, const uint4(&wa)[U], const uint4(&wb)[U], const uint4(&za)[U][MB],
+                     const uint2(&zb)[U][MB]) {
 #pragma unroll
     for (int q = 0; q < U; ++q) {
       if (s0 + q * WARPS >= steps) break;
@@ -387,6 +401,27 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
           acc[mb][3] = fmaf((float)c1[2], w0, fmaf((float)c1[3], w1, acc[mb][3]));  // row 4 g + 3
         }
       }
+    }
+  };
+  constexpr int STRIDE = WARPS * U;
+  uint4 wa0[U], wb0[U], za0[U][MB];
+  uint2 zb0[U][MB];
+  if constexpr (LQ_PIPE && MB == 1 && WARPS == 8) {
+    // software pipeline over two register sets: the next round's loads in flight while this one computes
+    uint4 wa1[U], wb1[U], za1[U][MB];
+    uint2 zb1[U][MB];
+    if (warp < steps) load(warp, wa0, wb0, za0, zb0);
+    for (int s0 = warp; s0 < steps; s0 += 2 * STRIDE) {
+      if (s0 + STRIDE < steps) load(s0 + STRIDE, wa1, wb1, za1, zb1);
+      compute(s0, wa0, wb0, za0, zb0);
+      if (s0 + STRIDE >= steps) break;
+      if (s0 + 2 * STRIDE < steps) load(s0 + 2 * STRIDE, wa0, wb0, za0, zb0);
+      compute(s0 + STRIDE, wa1, wb1, za1, zb1);
+    }
+  } else {
+    for (int s0 = warp; s0 < steps; s0 += STRIDE) {
+      load(s0, wa0, wb0, za0, zb0);
+      compute(s0, wa0, wb0, za0, zb0);
     }
   }
 #pragma unroll
