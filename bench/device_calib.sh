@@ -17,14 +17,17 @@ set -uo pipefail
 M=/tmp/m
 OUT=${OUT:-/tmp/out} && mkdir -p "$OUT"
 TEXT='"/tmp/m/austen/emma.txt", "/tmp/m/austen/mansfieldpark.txt", "/tmp/m/austen/northangerabbey.txt", "/tmp/m/austen/prideprejudice.txt", "/tmp/m/austen/sensesensibility.txt"'
+setup() {  # the model reassembled, the wheels and the package into /tmp/site, bench/ out of the tree
+  cat $M/modelpart_aa .carry/b/modelpart_ab $M/modelpart_ac > $M/SmolLM2-135M-Instruct.Q4_1.gguf
+  pip install -q --no-deps --target /tmp/site .carry/b/*.whl 2>&1 | grep -i error
+  pip install -q --no-deps --no-build-isolation --upgrade --target /tmp/site . 2>&1 | grep -i error
+  rm -rf /tmp/b && cp -r bench /tmp/b
+}
 case "${1:-}" in
   stage)
     mkdir -p $M && cp -r .carry/a/. $M/ && ls $M ;;
   domain)
-    cat $M/modelpart_aa .carry/b/modelpart_ab $M/modelpart_ac > $M/SmolLM2-135M-Instruct.Q4_1.gguf
-    pip install -q --no-deps --target /tmp/site .carry/b/*.whl 2>&1 | grep -i error
-    pip install -q --no-deps --no-build-isolation --upgrade --target /tmp/site . 2>&1 | grep -i error
-    rm -rf /tmp/b && cp -r bench /tmp/b && cd /tmp
+    setup && cd /tmp
     S=$M/SmolLM2-135M-Instruct.Q4_1.gguf; novels=$(ls $M/austen/*.txt | grep -v persuasion | sed 's/^/--calib-text /')
     export PYTHONPATH=/tmp/site
     [ "${ONLY:-self}" = text ] || python -m liftexport.cli model $S --bits 2.4 -o /tmp/self24.lqt > /tmp/dom_self.log 2>&1 &
@@ -35,10 +38,7 @@ case "${1:-}" in
       echo "$(basename $m) $(basename $t) $(python -m liftexport.cli eval $m --text $t --json 2>/dev/null | tail -1)"
     done; done | tee $OUT/domain_check.txt ;;
   start|timed)
-    cat $M/modelpart_aa .carry/b/modelpart_ab $M/modelpart_ac > $M/SmolLM2-135M-Instruct.Q4_1.gguf
-    pip install -q --no-deps --target /tmp/site .carry/b/*.whl 2>&1 | grep -i error
-    pip install -q --no-deps --no-build-isolation --upgrade --target /tmp/site . 2>&1 | grep -i error
-    rm -rf /tmp/b && cp -r bench /tmp/b
+    setup
     if [ "$1" = timed ]; then
       args=(); IFS=';' read -ra runs <<< "$RUNS"; for r in "${runs[@]}"; do args+=(--run "$r"); done
       (cd /tmp && PYTHONPATH=/tmp/site setsid nohup python /tmp/b/cli_runs.py --src $M/SmolLM2-135M-Instruct.Q4_1.gguf \

@@ -31,8 +31,9 @@ def main():
     model = src.full_model().to(device)
     ids = self_generated(model, src.tokenizer, a.seqs, a.seq_len, a.seed, device=device)
     texts = [src.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids.tolist()]
-    Path(a.out).write_text("\n\n".join(texts), encoding="utf-8")
-    n = len(src.tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"])
+    text = "\n\n".join(texts)
+    Path(a.out).write_text(text, encoding="utf-8")
+    n = len(src.tokenizer(text, add_special_tokens=False)["input_ids"])
     print(f"{a.out}: {a.seqs} samples, {n} tokens")
 
 
