@@ -3,13 +3,17 @@
 # builds libliftquant_cuda.so for sm_90 into /tmp/bc, installs the package into /tmp/site (the in-tree
 # liftexport/ lacks the mapped subpackages), copies bench/ and tests/ out of the tree, then runs the steps
 # named in STEP (comma-separated):
-#   test     the GPU kernel tests (binary route, decode attention), log to $OUT/test_cuda_binary.log
+#   test     the GPU kernel tests (binary route, decode attention) and the CUDA engine against the reference,
+#            log to $OUT/test_cuda_binary.log
 #   probe    bench/gpu_binary_probe.py --gemv-only, PDL off and on ($OUT/probe_gemv_pdl{0,1}.json)
 #   prof     bench/gpu_decode_profile.py with LIFTEXPORT_PDL=0 ($OUT/gpu_decode_profile.json)
 #   e2e      bench/gpu_e2e.py --steps 96 ($OUT/gpu_e2e.json)
 #   gemv     bench/gpu_gemv.py, the full table (about 9 minutes: run it alone)
+#   roof     bench/gpu_read_roofline.py: the best plain read of one GEMV's bytes ($OUT/gpu_read_roofline.json)
 #   variants the library built once per LIB_VARIANTS entry ("name=nvcc flags;..." e.g. "base=;pipe=-DLQ_PIPE=1"),
-#            each timed with the probe's --gemv-only at 24/10 batch 1 (PDL on; $OUT/var_NAME.json)
+#            each timed with the probe's --gemv-only at 24/10 batch 1 (PDL on; $OUT/var_NAME_PASS.json)
+#   e2evar   the same libraries, each timed with bench/gpu_e2e.py --steps 96 --no-hf (models: E2E_RATES), two alternating passes
+#            ($OUT/e2e_NAME_PASS.json)
 # e.g. STEP=test,prof,e2e bash bench/device_gpu_steps.sh   (about 2 minutes on the H100)
 set -uo pipefail
 REPO=$PWD
@@ -22,7 +26,8 @@ cd /tmp
 has() { [[ ",${STEP:-}," == *",$1,"* ]]; }
 if has test; then
   TRITON_INTERPRET=0 python -m pytest -q -o addopts="" /tmp/t/kernels/test_cuda_binary.py \
-    /tmp/t/kernels/test_decode_attention.py 2>&1 | tail -5 | tee "$OUT/test_cuda_binary.log"
+    /tmp/t/kernels/test_decode_attention.py "/tmp/t/runtime/test_engine.py::test_verify_engine_on_cuda" 2>&1 \
+    | tail -5 | tee "$OUT/test_cuda_binary.log"
 fi
 if has probe; then
   for p in 0 1; do
@@ -39,7 +44,11 @@ fi
 if has gemv; then
   python /tmp/b/gpu_gemv.py --json "$OUT/gpu_gemv.json" 2>&1 | grep -v Warn > "$OUT/gpu_gemv.log"; tail -40 "$OUT/gpu_gemv.log"
 fi
-if has variants; then
+if has roof; then
+  python /tmp/b/gpu_read_roofline.py --json "$OUT/gpu_read_roofline.json" 2>&1 | grep -v Warn > "$OUT/gpu_read_roofline.log"
+  head -4 "$OUT/gpu_read_roofline.log"
+fi
+if has variants || has e2evar; then
   IFS=';' read -ra vs <<< "${LIB_VARIANTS:-base=}"
   for v in "${vs[@]}"; do
     name=${v%%=*}; flags=${v#*=}
@@ -47,11 +56,21 @@ if has variants; then
       && cmake --build /tmp/bv/$name -j 4 | grep -i error) &
   done
   wait
+fi
+if has variants; then
   for rep in 1 2; do for v in "${vs[@]}"; do
     name=${v%%=*}
     echo "== $name (pass $rep)"
     LIFTEXPORT_CUDA_LIB=/tmp/bv/$name/libliftquant_cuda.so python /tmp/b/gpu_binary_probe.py --gemv-only --rates 24/10 \
       --batches ${VAR_BATCHES:-1} --shapes ${VAR_SHAPES:-28672x8192,8192x8192,8192x28672,4096x4096} \
       --json "$OUT/var_${name}_$rep.json" 2>&1 | grep -v Warn | grep -v "^ *$"
+  done; done
+fi
+if has e2evar; then
+  for rep in 1 2; do for v in "${vs[@]}"; do
+    name=${v%%=*}
+    echo "== e2e $name (pass $rep)"
+    LIFTEXPORT_CUDA_LIB=/tmp/bv/$name/libliftquant_cuda.so python /tmp/b/gpu_e2e.py --steps 96 --no-hf --rates ${E2E_RATES:-16/8,24/10,24/8,fp16} \
+      --json "$OUT/e2e_${name}_$rep.json" 2>&1 | grep -v Warn | grep "tok/s"
   done; done
 fi

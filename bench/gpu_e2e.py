@@ -106,13 +106,17 @@ def main():
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--no-hf", action="store_true")
+    ap.add_argument("--rates", default="16/8,24/10,24/8,fp16", help="which models to time (fp16: the runtime's FP16)")
     ap.add_argument("--json", default="bench/results/gpu_e2e.json")
     args = ap.parse_args()
+    wanted = set(args.rates.split(","))
     cfg = config(args.layers)
     k = kept(cfg)
     rows = []
     for label, D, d in (("LiftQuant 2.0 (16/8)", 16, 8), ("LiftQuant 2.4 (24/10)", 24, 10), ("LiftQuant 3.0 (24/8)", 24, 8),
                         ("runtime FP16", None, None)):
+        if ("fp16" if D is None else f"{D}/{d}") not in wanted:
+            continue
         groups = dense(cfg) if D is None else lifted(cfg, D, d)
         wbytes = sum(sum(b.numel() * b.element_size() for b in m.buffers()) for m in groups.values())
         eng = DecoderEngine(cfg.to_dict(), k, groups, dtype=torch.float16, device="cuda", max_len=CTX + 8 + args.steps)
@@ -126,7 +130,7 @@ def main():
         tps = time_hf(cfg, args.steps)
         rows.append(dict(label="HF transformers FP16 generate", tok_s=tps))
         print(f"{'HF transformers FP16':24s} {tps:8.1f} tok/s", flush=True)
-    fp16 = next(r["tok_s"] for r in rows if r["label"] == "runtime FP16")
+    fp16 = next((r["tok_s"] for r in rows if r["label"] == "runtime FP16"), float("nan"))
     print(f"\n{'model (Llama-2-7B shape)':32s} {'tok/s':>8} {'x FP16 runtime':>15}")
     for r in rows:
         print(f"{r['label']:32s} {r['tok_s']:8.1f} {r['tok_s'] / fp16:15.2f}")

@@ -142,6 +142,9 @@ class DecoderEngine:
         #: write and attention in two launches) where the model has no q/k norms (Qwen3) and the kernel
         #: takes the head size; the torch path otherwise
         self.fused_attention = self.device.type == "cuda" and self.q_norm is None and DA.supported(self.hd)
+        #: the decode-attention kernel's per-(sequence, head) counters (zero between calls), shared by the
+        #: layers (one layer's attention completes before the next one's starts)
+        self.attn_counters = torch.zeros(batch * self.H, dtype=torch.int32, device=self.device)
         self.graph = None
 
     @torch.no_grad()
@@ -157,7 +160,9 @@ class DecoderEngine:
             q, k, v = grp["attn_in"](x, rms=(self.ln_in[i], self.eps))
             kc, vc = self.k_cache[i], self.v_cache[i]
             if fused:  # rotary embedding, cache write and attention in Triton
-                a = DA.decode_attention(q[:, 0], k[:, 0], v[:, 0], self.cos, self.sin, kc, vc, pos)[:, None]
+                cnt = self.attn_counters if B * self.H <= self.attn_counters.numel() else None
+                a = DA.decode_attention(q[:, 0], k[:, 0], v[:, 0], self.cos, self.sin, kc, vc, pos,
+                                        counters=cnt)[:, None]
             else:
                 q = q.view(B, T, self.H, self.hd).transpose(1, 2)
                 k = k.view(B, T, self.KVH, self.hd).transpose(1, 2)

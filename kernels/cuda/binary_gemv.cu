@@ -29,7 +29,13 @@ constexpr int P = 16;                    // bit planes of the quantized activati
 constexpr int QMAX = (1 << (P - 1)) - 1;
 constexpr int STEP_WORDS = 33 * 4;      // words per k-step in the planes buffer: 32 lanes x 4, then zs, zs sum(zq), 0, 0
 #ifndef LQ_U1
-#define LQ_U1 2
+#define LQ_U1 2  // k-steps per round of the one-token 8-warp gemv
+#endif
+#ifndef LQ_UW
+#define LQ_UW LQ_U1  // the same for the one-token 4-warp gemv (many row blocks)
+#endif
+#ifndef LQ_MINB8
+#define LQ_MINB8 2  // blocks per SM the one-token 8-warp gemv's registers must allow (launch bounds)
 #endif
 // The one-token, 8-warp gemv loads its next round while it computes the current one (two register sets:
 // 8192x8192 in a stream of 8 11.3 -> 10.0 us, 8192x28672 32.2 -> 28.5). The 4-warp one for many row blocks
@@ -52,7 +58,15 @@ constexpr int PLANE_WARPS = 8;           // k-steps per planes block (one per wa
 // threads of a lift_planes block: 512, or 1024 for inputs wider than WIDE_LIFT values (down_proj of a
 // 7B model, 11008: 18.5 us per call in a decode step vs 23.8 with 512 and 32.3 with 256; 4096-wide
 // inputs 8.7-9.2 us with 512, 9.3-11 with 1024, 12.7-13.9 with 256: bench/results/lift_threads/)
-constexpr int LIFT_THREADS = 512, WIDE_LIFT_THREADS = 1024, WIDE_LIFT = 8192;
+#ifndef LQ_WIDE_LIFT_THREADS
+#define LQ_WIDE_LIFT_THREADS 1024
+#endif
+constexpr int LIFT_THREADS = 512, WIDE_LIFT_THREADS = LQ_WIDE_LIFT_THREADS, WIDE_LIFT = 8192;
+// lift_planes stages R in shared memory when it fits and is at most this many bytes (else reads it
+// through L1 in the W R phase)
+#ifndef LQ_STAGE_R_MAX
+#define LQ_STAGE_R_MAX (1 << 30)
+#endif
 
 enum DType { F32 = 0, F16 = 1, BF16 = 2 };
 
@@ -327,11 +341,11 @@ __device__ __forceinline__ float plane_weight(int p) {
 // The block's warps take every WARPS-th k-step, U at a time with all loads issued first; each k-step's
 // counts are scaled by its zs_s into float32 accumulators.
 template <int MB, int WARPS, typename T>
-__global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2)) gemv_kernel(
+__global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : LQ_MINB8)) gemv_kernel(
     const uint32_t* __restrict__ words, int KW, int N, const uint32_t* __restrict__ zf, int steps,
     const float* __restrict__ rscale, const float* __restrict__ bias, const T* __restrict__ res, long long ldr,
     T* __restrict__ y, long long ldy, int M) {
-  constexpr int U = MB == 1 ? LQ_U1 : 2;  // k-steps per round
+  constexpr int U = MB == 1 ? (WARPS == 4 ? LQ_UW : LQ_U1) : 2;  // k-steps per round
   __shared__ float red[WARPS][MB][32];
   __shared__ float zred[WARPS][MB];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -562,7 +576,7 @@ cudaError_t lift_smem(int n1, int n2, int C, int spc, size_t* smem, int* stage_r
   const size_t base = sizeof(float) * ((size_t)n1 * n2 + rows * (n1 + n2) + 256 * (size_t)spc);
   const size_t with_r = base + sizeof(float) * (size_t)n2 * C;
   *smem = base + 1024 <= (size_t)cap ? base : 0;
-  *stage_r = with_r + 1024 <= (size_t)cap;
+  *stage_r = with_r + 1024 <= (size_t)cap && sizeof(float) * (size_t)n2 * C <= (size_t)LQ_STAGE_R_MAX;
   if (*stage_r) *smem = with_r;
   return cudaSuccess;
 }

@@ -1,17 +1,23 @@
 """Triton kernel of a decode step's attention block (one new token per sequence; GPU, or CPU via
 TRITON_INTERPRET=1).
 
-``decode_attention`` does in two launches what the engine otherwise does in a dozen torch kernels: the
+``decode_attention`` does in one launch what the engine otherwise does in a dozen torch kernels: the
 rotary embedding (HF ``rotate_half`` convention, cos/sin rows of the token's position) of q and k, the
 write of k and v into the static KV cache at that position, and softmax(q k^T / sqrt(hd)) v over the
 cached keys 0 .. pos (online softmax in float32; the keys split over up to MAX_SPLITS programs per head,
-flash-decoding style, their states combined by a second kernel), stored as [batch, heads * hd]. The
-position is read from a device tensor, so a CUDA graph captured once serves every step. Grouped-query
-attention: program (b, h) reads kv head h // (H / KVH); the first query head of each group writes
-the cache, and every program takes the new key and value from registers, not from the cache.
+flash-decoding style; the last program of a head to finish, found with an atomic counter, combines
+their states), stored as [batch, heads * hd]. The position is read from a device tensor, so a CUDA graph
+captured once serves every step. Grouped-query attention: program (b, h) reads kv head h // (H / KVH);
+the first query head of each group writes the cache, and every program takes the new key and value from
+registers, not from the cache. On sm_90 the kernel takes part in programmatic dependent launch like the
+CUDA kernels (kernels/cuda/binary_gemv.cu): it lets the next kernel launch at once and reads nothing
+before the previous kernel is complete.
 """
 
 from __future__ import annotations
+
+import functools
+import os
 
 import torch
 import triton
@@ -19,6 +25,20 @@ import triton.language as tl
 
 BLOCK_N = 64  # cached keys per iteration
 MAX_SPLITS = 16  # programs per (sequence, head) splitting the keys (flash-decoding)
+
+
+@functools.cache
+def _pdl(device_index: int) -> bool:
+    """Whether launches on this CUDA device use programmatic dependent launch: sm_90+, a Triton that
+    knows the launch option, not the interpreter, and LIFTEXPORT_PDL not 0 (as the CUDA library)."""
+    if os.environ.get("TRITON_INTERPRET") == "1" or os.environ.get("LIFTEXPORT_PDL") == "0":
+        return False
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+    except ImportError:
+        return False
+    return ("launch_pdl" in getattr(CUDAOptions, "__dataclass_fields__", {})
+            and torch.cuda.get_device_capability(device_index)[0] >= 9)
 
 
 def supported(head_dim: int) -> bool:
@@ -35,12 +55,17 @@ def key_chunk(max_len: int) -> int:
 
 
 @triton.jit
-def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr,
-                             q_stride, k_stride, v_stride, H, KVH, max_len, sm_scale, S,
-                             HD: tl.constexpr, HALF: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr, cnt_ptr,
+                             out_ptr, q_stride, k_stride, v_stride, H, KVH, max_len, sm_scale, S,
+                             HD: tl.constexpr, HALF: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
+                             SP: tl.constexpr, GDC: tl.constexpr):
     """Program (b, h, sp): keys [sp * CHUNK, (sp + 1) * CHUNK) below pos of sequence b, query head h;
     split 0 also the new key (and its cache write). Writes its partial softmax state (running max m,
-    sum l, unnormalised output) to part[b, h, sp] = [m, l, acc (HD)]."""
+    sum l, unnormalised output) to part[b, h, sp] = [m, l, acc (HD)], then counts itself done in
+    cnt[b, h]; the S-th to do so combines the S states into out[b, h] and sets cnt[b, h] back to 0."""
+    if GDC:  # programmatic dependent launch: the next kernel may launch now; nothing is read before the wait
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
     b = tl.program_id(0)
     h = tl.program_id(1)
     sp = tl.program_id(2)
@@ -107,49 +132,58 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_p
     tl.store(pb + 1, l)
     tl.store(pb + 2 + i, acc1)
     tl.store(pb + 2 + HALF + i, acc2)
-
-
-@triton.jit
-def _combine_kernel(part_ptr, out_ptr, H, S, HD: tl.constexpr, SP: tl.constexpr):
-    """out[b, h] = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the S partial states."""
-    b = tl.program_id(0)
-    h = tl.program_id(1)
-    sp = tl.arange(0, SP)
-    d = tl.arange(0, HD)
-    pb = part_ptr + (b * H + h) * S * (HD + 2)
-    ok = sp < S
-    m = tl.load(pb + sp * (HD + 2), mask=ok, other=float("-inf"))
-    l = tl.load(pb + sp * (HD + 2) + 1, mask=ok, other=0.0)
-    mx = tl.max(m, axis=0)  # finite: split 0 holds the new key
-    w = tl.where(ok, tl.exp(m - mx), 0.0)
-    acc = tl.load(pb + sp[:, None] * (HD + 2) + 2 + d[None, :], mask=ok[:, None], other=0.0)
-    o = tl.sum(w[:, None] * acc, axis=0) / tl.sum(w * l, axis=0)
-    tl.store(out_ptr + (b * H + h) * HD + d, o.to(out_ptr.dtype.element_ty))
+    # all of this program's stores before its count (barrier), released by the count at GPU scope; the
+    # last program acquires them and reads the states from L2 (.cg: not from a stale L1 line)
+    tl.debug_barrier()
+    done = tl.atomic_add(cnt_ptr + b * H + h, 1, sem="acq_rel", scope="gpu")
+    if done == S - 1:
+        # out[b, h] = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the S partial states
+        s_ = tl.arange(0, SP)
+        d = tl.arange(0, HD)
+        p0 = part_ptr + (b * H + h) * S * (HD + 2)
+        ok = s_ < S
+        ms = tl.load(p0 + s_ * (HD + 2), mask=ok, other=float("-inf"), cache_modifier=".cg")
+        ls = tl.load(p0 + s_ * (HD + 2) + 1, mask=ok, other=0.0, cache_modifier=".cg")
+        mx = tl.max(ms, axis=0)  # finite: split 0 holds the new key
+        w = tl.where(ok, tl.exp(ms - mx), 0.0)
+        acc = tl.load(p0 + s_[:, None] * (HD + 2) + 2 + d[None, :], mask=ok[:, None], other=0.0,
+                      cache_modifier=".cg")
+        o = tl.sum(w[:, None] * acc, axis=0) / tl.sum(w * ls, axis=0)
+        tl.store(out_ptr + (b * H + h) * HD + d, o.to(out_ptr.dtype.element_ty))
+        tl.store(cnt_ptr + b * H + h, 0)  # ready for the next call (no other program of (b, h) is left)
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                      k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor,
-                     out: torch.Tensor | None = None) -> torch.Tensor:
+                     out: torch.Tensor | None = None, counters: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of one new token per sequence. q [B, H * hd], k and v [B, KVH * hd] (projections, before
     the rotary embedding; rows may be strided, e.g. slices of one fused projection); cos, sin
     [max_len, hd]; k_cache, v_cache [B, KVH, max_len, hd] (written at pos); pos: one-element int64
-    device tensor. Returns out [B, H * hd] in the cache dtype. Two launches: (batch, heads, splits)
-    programs over runs of key_chunk(max_len) keys, then one per (batch, head) combining their states."""
+    device tensor. Returns out [B, H * hd] in the cache dtype. One launch of (batch, heads, splits)
+    programs over runs of key_chunk(max_len) keys. counters: int32 [>= B * H], all zero, which the
+    kernel leaves zero (a caller that launches many times, e.g. a CUDA graph, keeps one; by default a
+    fresh zeroed one per call)."""
     B, KVH, max_len, hd = k_cache.shape
     H = q.shape[1] // hd
     if (not supported(hd) or q.shape != (B, H * hd) or k.shape != (B, KVH * hd) or v.shape != k.shape
             or H % KVH or v_cache.shape != k_cache.shape or cos.shape != (max_len, hd) or sin.shape != cos.shape
             or pos.numel() != 1 or pos.dtype != torch.long
             or any(t.stride(-1) != 1 for t in (q, k, v))
-            or any(not t.is_contiguous() for t in (cos, sin, k_cache, v_cache))):
+            or any(not t.is_contiguous() for t in (cos, sin, k_cache, v_cache))
+            or (counters is not None and (counters.dtype != torch.int32 or counters.numel() < B * H
+                                          or not counters.is_contiguous() or counters.device != q.device))):
         raise ValueError("decode_attention: bad shapes, dtypes or layouts")
     if out is None:
         out = torch.empty(B, H * hd, dtype=k_cache.dtype, device=q.device)
+    if counters is None:
+        counters = torch.zeros(B * H, dtype=torch.int32, device=q.device)
     chunk = key_chunk(max_len)
     S = -(-max_len // chunk)
     part = torch.empty(B, H, S, hd + 2, dtype=torch.float32, device=q.device)
-    _decode_attention_kernel[(B, H, S)](q, k, v, cos, sin, k_cache, v_cache, pos, part, q.stride(0), k.stride(0),
-                                        v.stride(0), H, KVH, max_len, 1.0 / hd ** 0.5, S,
-                                        HD=hd, HALF=hd // 2, CHUNK=chunk, BLOCK=min(BLOCK_N, chunk), num_warps=4)
-    _combine_kernel[(B, H)](part, out, H, S, HD=hd, SP=triton.next_power_of_2(S), num_warps=4)
+    pdl = q.is_cuda and _pdl(q.device.index if q.device.index is not None else torch.cuda.current_device())
+    _decode_attention_kernel[(B, H, S)](q, k, v, cos, sin, k_cache, v_cache, pos, part, counters, out, q.stride(0),
+                                        k.stride(0), v.stride(0), H, KVH, max_len, 1.0 / hd ** 0.5, S,
+                                        HD=hd, HALF=hd // 2, CHUNK=chunk, BLOCK=min(BLOCK_N, chunk),
+                                        SP=triton.next_power_of_2(S), GDC=pdl, num_warps=4,
+                                        **({"launch_pdl": True} if pdl else {}))
     return out

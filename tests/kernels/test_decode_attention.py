@@ -61,6 +61,22 @@ def test_decode_attention_matches_torch(B, H, KVH, hd, max_len, pos, dtype):
     assert torch.allclose(vc.double(), vref, atol=0, rtol=0)
 
 
+def test_decode_attention_counters_left_zero_and_reusable():
+    """The last program of each head combines and resets its counter: one buffer serves repeated calls
+    (as a CUDA graph replays them) with the same results as fresh buffers."""
+    B, H, KVH, hd, max_len = 2, 4, 2, 16, 300  # 5 key splits per head
+    cos, sin = (t.to(DEV) for t in _tables(max_len, hd))
+    kc = torch.randn(B, KVH, max_len, hd, device=DEV)
+    vc = torch.randn(B, KVH, max_len, hd, device=DEV)
+    cnt = torch.zeros(B * H + 3, dtype=torch.int32, device=DEV)  # longer than needed is fine
+    for pos in (299, 130, 5):
+        q, k, v = torch.randn(B, H * hd, device=DEV), torch.randn(B, KVH * hd, device=DEV), torch.randn(B, KVH * hd, device=DEV)
+        ref, _, _ = _reference(q, k, v, cos, sin, kc, vc, pos)
+        out = decode_attention(q, k, v, cos, sin, kc, vc, torch.tensor([pos], device=DEV), counters=cnt)
+        assert torch.allclose(out.double(), ref, atol=1e-5, rtol=1e-5)
+        assert int(cnt.abs().sum()) == 0
+
+
 def test_key_chunks_cover_the_cache_in_few_programs():
     for max_len in (1, 64, 65, 1024, 1100, 4096, 32768, 100000):
         c = key_chunk(max_len)
@@ -74,6 +90,12 @@ def test_decode_attention_rejects_bad_shapes():
     with pytest.raises(ValueError, match="decode_attention"):  # 3 heads do not share 2 kv heads
         decode_attention(torch.zeros(1, 24), torch.zeros(1, 16), torch.zeros(1, 16), cos, sin, kc, kc.clone(),
                          torch.tensor([3]))
+    with pytest.raises(ValueError, match="decode_attention"):  # counters too short for 2 heads
+        decode_attention(torch.zeros(1, 16), torch.zeros(1, 16), torch.zeros(1, 16), cos, sin, kc, kc.clone(),
+                         torch.tensor([3]), counters=torch.zeros(1, dtype=torch.int32))
+    with pytest.raises(ValueError, match="decode_attention"):  # counters of another dtype
+        decode_attention(torch.zeros(1, 16), torch.zeros(1, 16), torch.zeros(1, 16), cos, sin, kc, kc.clone(),
+                         torch.tensor([3]), counters=torch.zeros(2, dtype=torch.int64))
     with pytest.raises(ValueError, match="decode_attention"):  # cos for another head size
         decode_attention(torch.zeros(1, 16), torch.zeros(1, 16), torch.zeros(1, 16), cos[:, :4], sin, kc,
                          kc.clone(), torch.tensor([3]))

@@ -108,3 +108,14 @@ def test_verify_engine_checks_decode_steps():
     res = verify_engine(read_container(VEC), 4, dtype=torch.float32, device="cpu", prompts=["Hello there", "A b c"])
     assert res["greedy_identical"], res
     assert 0.0 < res["max_rel_step_logit_err"] < 1e-4 and res["max_rel_logit_err"] < 1e-4, res
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_verify_engine_on_cuda():
+    """The CUDA engine in fp16 (binary route or Triton GEMVs, one-launch decode attention with its counters,
+    programmatic dependent launch on sm_90, graph-captured decode steps) against the float32 reference."""
+    from liftexport.verify import verify_engine
+
+    res = verify_engine(read_container(VEC), 12, dtype=torch.float16, device="cuda", prompts=["Hello there", "A b c"])
+    assert res["max_rel_step_logit_err"] < 1e-2 and res["max_rel_logit_err"] < 1e-2, res
+    assert res["greedy_identical"], res
