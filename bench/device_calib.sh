@@ -10,6 +10,8 @@
 # novels, each evaluated on persuasion.txt and on fresh samples of the full-precision model (bench/selfgen_text.py,
 # seed 4242), with the full-precision model itself on both:                      bash bench/device_calib.sh domain
 # (ONLY=self or ONLY=text: one of the two quantizations)
+# or, as step 2, the CUDA engine on the real model (issue 7): the CUDA library built, the example model quantized at
+# 2.4 bits with defaults, then bench/engine_check.py on it ($OUT/engine_check.json):  bash bench/device_calib.sh engine
 # VARIANTS: space-separated CONFIG:NAME=JSON (JSON as bench/calib_ablation.py takes it; the string TEXT
 # inside it expands to the five calibration novels, never persuasion.txt). Each variant runs as its own
 # process in parallel; results go to $OUT/NAME.json and $OUT/NAME.log.
@@ -37,6 +39,12 @@ case "${1:-}" in
     for m in $S /tmp/self24.lqt /tmp/text24.lqt; do [ -f $m ] || continue; for t in $M/austen/persuasion.txt /tmp/selfgen.txt; do
       echo "$(basename $m) $(basename $t) $(python -m liftexport.cli eval $m --text $t --json 2>/dev/null | tail -1)"
     done; done | tee $OUT/domain_check.txt ;;
+  engine)
+    setup
+    cmake -S kernels/cuda -B /tmp/bc -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null && cmake --build /tmp/bc -j 16 | grep -i error
+    cd /tmp && export PYTHONPATH=/tmp/site:/tmp/b LIFTEXPORT_CUDA_LIB=/tmp/bc/libliftquant_cuda.so
+    python -m liftexport.cli model $M/SmolLM2-135M-Instruct.Q4_1.gguf --bits 2.4 -o /tmp/smol-24_10.lqt 2>&1 | tail -2
+    python /tmp/b/engine_check.py /tmp/smol-24_10.lqt --json $OUT/engine_check.json 2>&1 | grep -v Warn | cut -c1-400 ;;
   start|timed)
     setup
     if [ "$1" = timed ]; then
@@ -60,5 +68,5 @@ case "${1:-}" in
     for f in /tmp/res_*.json; do [ "$f" = /tmp/res_timed.json ] && { cat "$f"; continue; }
       python -c "import json,sys; [print(r['variant'], r['ppl'], r['seconds']) for r in json.load(open('$f'))['rows']]"; done
     tail -n 3 /tmp/res_*.log | cut -c1-300 ;;
-  *) echo "usage: $0 stage|start|timed|wait"; exit 2 ;;
+  *) echo "usage: $0 stage|start|timed|domain|engine|wait"; exit 2 ;;
 esac
