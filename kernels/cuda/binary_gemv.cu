@@ -179,8 +179,6 @@ __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict_
   for (int i = tid; i < count; i += nthreads) dst[i] = __ldg(src + i);
 }
 
-// Lanes per output when `outs` sums are spread over `threads` threads: the largest power of two <= 32
-// with outs * G <= threads (at least 1).
 // The lift's prologue (seventh session, bench/results/lift_prologue/): every block computes the whole
 // input, so for the 11008-wide SiLU * up input each block did 11,008 IEEE divisions (a called routine with
 // a slow path), ~9,000 cycles of a ~26,000-cycle block; SiLU(v) = v / (1 + e^-v) now divides with
@@ -194,6 +192,8 @@ __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict_
 #ifndef LQ_PRO_BATCH
 #define LQ_PRO_BATCH 1  // 0: the prologue as a plain loop (A/B switch)
 #endif
+// Lanes per output when `outs` sums are spread over `threads` threads: the largest power of two <= 32
+// with outs * G <= threads (at least 1).
 #ifndef LQ_LIFT_SPLIT
 #define LQ_LIFT_SPLIT 1  // 0: one lane per output (A/B switch for benchmarks)
 #endif
