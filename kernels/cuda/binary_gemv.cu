@@ -186,6 +186,12 @@ __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict_
 // stay bit-exact for a given u). With it the decode step is 14% faster at 2.4 bits (307.5 -> 350.5 tok/s on
 // one machine, both A/B switches off vs on). LQ_PRO_BATCH: the prologue's loads issued in batches of 8
 // per thread before any arithmetic (fewer registers: 73 -> 51 for the RMSNorm lift; +3% alone).
+// W R instantiated once per source of R, so that the staged copy is read with shared-memory loads (a
+// pointer that may be either is generic): W R phase ~3,600 -> ~2,300 cycles per block, decode step +1.6% at
+// 2.4 bits and +2.8% at 3.0 (one call, bench/results/lift_prologue/call4_*.json)
+#ifndef LQ_WR_TYPED
+#define LQ_WR_TYPED 1  // 0: one instance reading R through a generic pointer (A/B switch)
+#endif
 #ifndef LQ_FAST_SILU
 #define LQ_FAST_SILU 1  // 0: IEEE division in SiLU (A/B switch)
 #endif
@@ -366,8 +372,7 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
   }
   __syncthreads();
   LQ_T(4);  // W = L X done
-  {
-    const float* Rsrc = stage_r ? Rs : R;
+  auto w_r = [&](const float* __restrict__ Rsrc) {
     const int outs = 256 * (s_b - s_a);
     const int G = split_lanes(outs, THREADS), sub = tid & (G - 1), per = THREADS / G;
     for (int base = 0; base < outs; base += per) {
@@ -386,7 +391,15 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
       a0 = group_sum(a0 + a1, G);
       if (base + tid / G < outs && sub == 0) useg[base + tid / G] = a0 * rstd;  // zero past K
     }
-  }
+  };
+#if LQ_WR_TYPED
+  if (stage_r)
+    w_r(Rs);
+  else
+    w_r(R);
+#else
+  w_r(stage_r ? Rs : R);
+#endif
   __syncthreads();
   LQ_T(5);  // W R done
   for (int s = s_a + warp; s < s_b; s += THREADS / 32) {
