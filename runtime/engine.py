@@ -139,7 +139,7 @@ class DecoderEngine:
         self.v_cache = torch.zeros(shape, dtype=dtype, device=self.device)
         self.key_pos = torch.arange(max_len, device=self.device)
         #: decode steps (one token) take kernels/triton/decode_attention on CUDA (rotary embedding, cache
-        #: write and attention in two launches) where the model has no q/k norms (Qwen3) and the kernel
+        #: write and attention in one launch) where the model has no q/k norms (Qwen3) and the kernel
         #: takes the head size; the torch path otherwise
         self.fused_attention = self.device.type == "cuda" and self.q_norm is None and DA.supported(self.hd)
         #: the decode-attention kernel's per-(sequence, head) counters (zero between calls), shared by the
