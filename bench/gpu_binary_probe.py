@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from gpu_gemv import SHAPES, copy_bandwidth, graph_of, random_layer, reference, seq_fp16_us, seq_us, t_us
+from gpu_gemv import SHAPES, copy_bandwidth, graph_of, moved_bytes, random_layer, reference, seq_fp16_us, seq_us, t_us
 from liftexport.kernels import cuda_binary as CB
 from liftexport.kernels.triton import lift_linear as K
 from liftexport.runtime.triton_linear import TritonLiftGroup, planes_cfg, planes_split
@@ -45,7 +45,6 @@ def main():
             D, d = map(int, rate.split("/"))
             tf, lin = random_layer(N, Kin, D, d, seed=N + Kin + D * 7 + d)
             mod = TritonLiftGroup([lin], tf, device="cuda")
-            code_bytes = mod.words.numel() * 4
             for B in (tuple(map(int, args.batches.split(","))) if rate == "24/10" else (1,)):
                 zf = CB.workspace(B, mod.K, "cuda")
                 y = torch.empty(B, N, device="cuda", dtype=torch.float16)
@@ -61,7 +60,7 @@ def main():
                     ref = reference(x.double(), tf, lin, mod)
                     errs.append(float((y.double() - ref).abs().max() / ref.abs().max()))
                 t_bin = t_us(graph_of(lambda: CB.gemv(mod.words, zf, mod.scales, mod.bias, y)).replay)
-                moved = code_bytes + 4 * N + 2 * B * (Kin + N)  # as bench/gpu_gemv.py
+                moved = moved_bytes(mod, B)
                 if args.gemv_only:
                     t_seq, t_fp16 = seq_us(mod, zf, y), t_us(lambda: torch.matmul(x, w16.t()))
                     t_seq16 = seq_fp16_us(x, w16)

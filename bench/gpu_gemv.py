@@ -62,6 +62,12 @@ def random_layer(N, Kin, D, d, seed, device="cuda"):
     return tf, lin
 
 
+def moved_bytes(mod, B):
+    """Bytes a GEMV of the lifted group mod must move for B tokens: codes, row scales, activations in and out
+    (fp16)."""
+    return mod.words.numel() * 4 + 4 * mod.N + 2 * B * (mod.in_features + mod.N)
+
+
 def reference(x, tf, lin, mod):
     """float64 on the GPU: y = s * (sign(codes) u) + bias with u from the fp64 factors."""
     L, R = fused_factors(tf.M.cuda(), tf.a.cuda(), tf.b.cuda(), tf.n1, tf.n2, torch.float64)
@@ -183,7 +189,6 @@ def main():
         for (D, d) in rates:
             tf, lin = random_layer(N, Kin, D, d, seed=N + Kin + D * 7 + d)
             mod = TritonLiftGroup([lin], tf, device="cuda")
-            code_bytes = mod.words.numel() * 4
             if args.sweep and D == 24 and d == 10 and (N, Kin) in ((8192, 8192), (28672, 8192)):
                 for M in (1, 4):
                     res = sweep_table(mod, M)
@@ -255,7 +260,7 @@ def main():
                 t_planes_layer = times["planes"][1]
                 t_fp16 = t_us(lambda: torch.matmul(x, w16.t()))
                 t_fp16_seq = seq_fp16_us(x, w16) if B == 1 else None
-                moved = code_bytes + 4 * N + 2 * B * (Kin + N)
+                moved = moved_bytes(mod, B)
                 r = dict(N=N, K=Kin, D=D, d=d, bits=D / d, batch=B, route=route, rel_err=max(errs), rel_err_bf16=err_bf16,
                          gemv_us=t_gemv, layer_us=t_layer, fp16_us=t_fp16, planes_us=t_planes, table_us=t_table,
                          planes_layer_us=t_planes_layer, table_layer_us=t_table_layer,

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from gpu_gemv import SEQ, copy_bandwidth, graph_of, random_layer, t_us
+from gpu_gemv import SEQ, copy_bandwidth, graph_of, moved_bytes, random_layer, t_us
 from liftexport.runtime.triton_linear import TritonLiftGroup
 
 
@@ -35,12 +35,10 @@ def build():
     return lib
 
 
-def moved_bytes(N, Kin, D, d):
+def gemv_bytes(N, Kin, D, d):
+    """What one batch-1 GEMV of an N x Kin layer at D/d moves (bench/gpu_gemv.py's count)."""
     tf, lin = random_layer(N, Kin, D, d, seed=1)
-    mod = TritonLiftGroup([lin], tf, device="cuda")
-    b = mod.words.numel() * 4 + 4 * N + 2 * (Kin + N)  # as bench/gpu_gemv.py, batch 1
-    del mod, lin
-    return b
+    return moved_bytes(TritonLiftGroup([lin], tf, device="cuda"), 1)
 
 
 def main():
@@ -58,7 +56,7 @@ def main():
     rows = []
     for shape in args.shapes.split(","):
         N, Kin = map(int, shape.split("x"))
-        nbytes = moved_bytes(N, Kin, D, d)
+        nbytes = gemv_bytes(N, Kin, D, d)
         n16 = -(-nbytes // 16)
         bufs = [torch.randint(-2**31, 2**31 - 1, (4 * n16,), dtype=torch.int32, device="cuda") for _ in range(SEQ)]
         best = None

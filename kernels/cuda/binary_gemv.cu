@@ -29,13 +29,7 @@ constexpr int P = 16;                    // bit planes of the quantized activati
 constexpr int QMAX = (1 << (P - 1)) - 1;
 constexpr int STEP_WORDS = 33 * 4;      // words per k-step in the planes buffer: 32 lanes x 4, then zs, zs sum(zq), 0, 0
 #ifndef LQ_U1
-#define LQ_U1 2  // k-steps per round of the one-token 8-warp gemv
-#endif
-#ifndef LQ_UW
-#define LQ_UW LQ_U1  // the same for the one-token 4-warp gemv (many row blocks)
-#endif
-#ifndef LQ_MINB8
-#define LQ_MINB8 2  // blocks per SM the one-token 8-warp gemv's registers must allow (launch bounds)
+#define LQ_U1 2  // k-steps per round of the one-token gemv
 #endif
 // The one-token, 8-warp gemv loads its next round while it computes the current one (two register sets:
 // 8192x8192 in a stream of 8 11.3 -> 10.0 us, 8192x28672 32.2 -> 28.5). The 4-warp one for many row blocks
@@ -58,15 +52,7 @@ constexpr int PLANE_WARPS = 8;           // k-steps per planes block (one per wa
 // threads of a lift_planes block: 512, or 1024 for inputs wider than WIDE_LIFT values (down_proj of a
 // 7B model, 11008: 18.5 us per call in a decode step vs 23.8 with 512 and 32.3 with 256; 4096-wide
 // inputs 8.7-9.2 us with 512, 9.3-11 with 1024, 12.7-13.9 with 256: bench/results/lift_threads/)
-#ifndef LQ_WIDE_LIFT_THREADS
-#define LQ_WIDE_LIFT_THREADS 1024
-#endif
-constexpr int LIFT_THREADS = 512, WIDE_LIFT_THREADS = LQ_WIDE_LIFT_THREADS, WIDE_LIFT = 8192;
-// lift_planes stages R in shared memory when it fits and is at most this many bytes (else reads it
-// through L1 in the W R phase)
-#ifndef LQ_STAGE_R_MAX
-#define LQ_STAGE_R_MAX (1 << 30)
-#endif
+constexpr int LIFT_THREADS = 512, WIDE_LIFT_THREADS = 1024, WIDE_LIFT = 8192;
 
 enum DType { F32 = 0, F16 = 1, BF16 = 2 };
 
@@ -106,7 +92,8 @@ template <> __device__ __forceinline__ __half from_f<__half>(float v) { return _
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // The step's integers q[c] = round(v[c] / zs) of lane's values (v[c] is value 32 c + lane of the step),
-// its scale zs (returned) and the sum of all its integers (sum, the same in every lane).
+// its scale zs (returned) and the sum of all its integers (sum, the same in every lane). (Split out of
+// store_step as measured: the one-function form compiles the plain lift to 55 registers, this to 40.)
 __device__ __forceinline__ float quantize_step(const float (&v)[8], int (&q)[8], int& sum) {
   float amax = 0.f;
 #pragma unroll
@@ -184,8 +171,8 @@ __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict_
 // a slow path), ~9,000 cycles of a ~26,000-cycle block; SiLU(v) = v / (1 + e^-v) now divides with
 // __fdividef (2 ulp; the prologue's float32 math is checked against float64 with a tolerance, the planes
 // stay bit-exact for a given u). With it the decode step is 14% faster at 2.4 bits (307.5 -> 350.5 tok/s on
-// one machine, both A/B switches off vs on). LQ_PRO_BATCH: the prologue's loads issued in batches of 8
-// per thread before any arithmetic (fewer registers: 73 -> 51 for the RMSNorm lift; +3% alone).
+// one machine, against the plain loop before); the prologue's loads are issued in batches of 8 per thread
+// before any arithmetic (fewer registers: 73 -> 51 for the RMSNorm lift; +3% alone).
 // W R instantiated once per source of R, so that the staged copy is read with shared-memory loads (a
 // pointer that may be either is generic): W R phase ~3,600 -> ~2,300 cycles per block, decode step +1.6% at
 // 2.4 bits and +2.8% at 3.0 (one call, bench/results/lift_prologue/call4_*.json)
@@ -194,9 +181,6 @@ __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict_
 #endif
 #ifndef LQ_FAST_SILU
 #define LQ_FAST_SILU 1  // 0: IEEE division in SiLU (A/B switch)
-#endif
-#ifndef LQ_PRO_BATCH
-#define LQ_PRO_BATCH 1  // 0: the prologue as a plain loop (A/B switch)
 #endif
 // Lanes per output when `outs` sums are spread over `threads` threads: the largest power of two <= 32
 // with outs * G <= threads (at least 1).
@@ -294,7 +278,6 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
   // multiplies the block's outputs at the end (u = rstd L X' R) instead of X (no second pass over x)
   const T* xb = x + (long long)m * ldx;
   float ss = 0.f;
-#if LQ_PRO_BATCH
   // PRO_U values per thread at a time, all their loads issued before any arithmetic
   constexpr int PRO_U = 8;
   for (int f0 = tid; f0 < n; f0 += PRO_U * THREADS) {
@@ -318,21 +301,6 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
       if (f < n) xs[f] *= v;
     }
   }
-#else
-#pragma unroll 8
-  for (int f = tid; f < n; f += THREADS) {
-    float v = 0.f;
-    if (f < in_features) {
-      v = to_f(xb[f]);
-      if (PRE == 1) {
-        ss = fmaf(v, v, ss);
-        v *= load_any(nw, nw_dtype, f);
-      }
-      if (PRE == 2) v = v / (1.f + __expf(-v)) * to_f(xb[in_features + f]);
-    }
-    xs[f] *= v;
-  }
-#endif
   if (PRE == 1) {
 #pragma unroll
     for (int o = 16; o; o >>= 1) ss += __shfl_xor_sync(~0u, ss, o);
@@ -430,11 +398,11 @@ __device__ __forceinline__ float plane_weight(int p) {
 // The block's warps take every WARPS-th k-step, U at a time with all loads issued first; each k-step's
 // counts are scaled by its zs_s into float32 accumulators.
 template <int MB, int WARPS, typename T>
-__global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : LQ_MINB8)) gemv_kernel(
+__global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2)) gemv_kernel(
     const uint32_t* __restrict__ words, int KW, int N, const uint32_t* __restrict__ zf, int steps,
     const float* __restrict__ rscale, const float* __restrict__ bias, const T* __restrict__ res, long long ldr,
     T* __restrict__ y, long long ldy, int M) {
-  constexpr int U = MB == 1 ? (WARPS == 4 ? LQ_UW : LQ_U1) : 2;  // k-steps per round
+  constexpr int U = MB == 1 ? LQ_U1 : 2;  // k-steps per round
   __shared__ float red[WARPS][MB][32];
   __shared__ float zred[WARPS][MB];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -665,7 +633,7 @@ cudaError_t lift_smem(int n1, int n2, int C, int spc, size_t* smem, int* stage_r
   const size_t base = sizeof(float) * ((size_t)n1 * n2 + rows * (n1 + n2) + 256 * (size_t)spc);
   const size_t with_r = base + sizeof(float) * (size_t)n2 * C;
   *smem = base + 1024 <= (size_t)cap ? base : 0;
-  *stage_r = with_r + 1024 <= (size_t)cap && sizeof(float) * (size_t)n2 * C <= (size_t)LQ_STAGE_R_MAX;
+  *stage_r = with_r + 1024 <= (size_t)cap;
   if (*stage_r) *smem = with_r;
   return cudaSuccess;
 }
