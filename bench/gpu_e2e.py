@@ -110,6 +110,8 @@ def main():
     ap.add_argument("--json", default="bench/results/gpu_e2e.json")
     args = ap.parse_args()
     wanted = set(args.rates.split(","))
+    if not wanted <= {"16/8", "24/10", "24/8", "fp16"}:
+        ap.error(f"--rates: unknown {sorted(wanted - {'16/8', '24/10', '24/8', 'fp16'})}; take 16/8, 24/10, 24/8, fp16")
     cfg = config(args.layers)
     k = kept(cfg)
     rows = []
