@@ -13,7 +13,10 @@
 #   variants the library built once per LIB_VARIANTS entry ("name=nvcc flags;..." e.g. "base=;pipe=-DLQ_PIPE=1"),
 #            each timed with the probe's --gemv-only at 24/10 batch 1 (PDL on; $OUT/var_NAME_PASS.json)
 #   e2evar   the same libraries, each timed with bench/gpu_e2e.py --steps 96 --no-hf (models: E2E_RATES), two alternating passes
-#            ($OUT/e2e_NAME_PASS.json)
+#            ($OUT/e2e_NAME_PASS.json); with E2E_ENVS ("ename=VAR=VALUE ...;..."), each library once per entry,
+#            with those variables set ($OUT/e2e_NAMEENAME_PASS.json)
+#   A LIB_VARIANTS name may carry its source folder: "old@bench/old_cuda=" builds bench/old_cuda (a copy of
+#   kernels/cuda from another commit) instead of kernels/cuda.
 # e.g. STEP=test,prof,e2e bash bench/device_gpu_steps.sh   (about 2 minutes on the H100)
 set -uo pipefail
 REPO=$PWD
@@ -51,15 +54,16 @@ fi
 if has variants || has e2evar; then
   IFS=';' read -ra vs <<< "${LIB_VARIANTS:-base=}"
   for v in "${vs[@]}"; do
-    name=${v%%=*}; flags=${v#*=}
-    (cmake -S $REPO/kernels/cuda -B /tmp/bv/$name -DCMAKE_CUDA_ARCHITECTURES=90 "-DCMAKE_CUDA_FLAGS=$flags" >/dev/null \
+    head=${v%%=*}; flags=${v#*=}; name=${head%%@*}; src=kernels/cuda
+    [[ $head == *@* ]] && src=${head#*@}
+    (cmake -S $REPO/$src -B /tmp/bv/$name -DCMAKE_CUDA_ARCHITECTURES=90 "-DCMAKE_CUDA_FLAGS=$flags" >/dev/null \
       && cmake --build /tmp/bv/$name -j 4 | grep -i error) &
   done
   wait
 fi
 if has variants; then
   for rep in 1 2; do for v in "${vs[@]}"; do
-    name=${v%%=*}
+    head=${v%%=*}; name=${head%%@*}
     echo "== $name (pass $rep)"
     LIFTEXPORT_CUDA_LIB=/tmp/bv/$name/libliftquant_cuda.so python /tmp/b/gpu_binary_probe.py --gemv-only --rates 24/10 \
       --batches ${VAR_BATCHES:-1} --shapes ${VAR_SHAPES:-28672x8192,8192x8192,8192x28672,4096x4096} \
@@ -67,10 +71,11 @@ if has variants; then
   done; done
 fi
 if has e2evar; then
-  for rep in 1 2; do for v in "${vs[@]}"; do
-    name=${v%%=*}
-    echo "== e2e $name (pass $rep)"
-    LIFTEXPORT_CUDA_LIB=/tmp/bv/$name/libliftquant_cuda.so python /tmp/b/gpu_e2e.py --steps 96 --no-hf --rates ${E2E_RATES:-16/8,24/10,24/8,fp16} \
-      --json "$OUT/e2e_${name}_$rep.json" 2>&1 | grep -v Warn | grep "tok/s"
-  done; done
+  IFS=';' read -ra es <<< "${E2E_ENVS:-=}"
+  for rep in 1 2; do for v in "${vs[@]}"; do for ev in "${es[@]}"; do
+    head=${v%%=*}; name=${head%%@*}; ename=${ev%%=*}; envs=${ev#*=}
+    echo "== e2e $name$ename (pass $rep)"
+    env $envs LIFTEXPORT_CUDA_LIB=/tmp/bv/$name/libliftquant_cuda.so python /tmp/b/gpu_e2e.py --steps 96 --no-hf \
+      --rates ${E2E_RATES:-16/8,24/10,24/8,fp16} --json "$OUT/e2e_${name}${ename}_$rep.json" 2>&1 | grep -v Warn | grep "tok/s"
+  done; done; done
 fi

@@ -187,12 +187,25 @@ __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict_
 #ifndef LQ_LIFT_SPLIT
 #define LQ_LIFT_SPLIT 1  // 0: one lane per output (A/B switch for benchmarks)
 #endif
-__device__ __forceinline__ int split_lanes(int outs, int threads) {
+__host__ __device__ __forceinline__ int split_lanes(int outs, int threads) {
   int G = 1;
   if (!LQ_LIFT_SPLIT) return G;
   while (G < 32 && outs * 2 * G <= threads) G <<= 1;
   return G;
 }
+// Which terms part `sub` of an output's sum of n terms takes, as [k0, end) with stride st: every G-th
+// (interleaved, k0 = sub) or a run of ceil(n / G) (blocked). The host picks per phase and G whichever
+// spreads a warp's shared-memory loads over more banks (lift_mappings; flags bits, lift_planes_kernel).
+__device__ __forceinline__ void split_terms(int n, int G, int sub, bool blocked, int& k0, int& st, int& end) {
+  if (blocked) {
+    const int run = (n + G - 1) / G;
+    k0 = sub * run, st = 1, end = min(n, k0 + run);
+  } else {
+    k0 = sub, st = G, end = n;
+  }
+}
+// whether the split sums of a phase take blocked parts at G lanes per output (mask: bit log2(G))
+__device__ __forceinline__ bool blocked_at(int mask, int G) { return (mask >> (31 - __clz(G))) & 1; }
 // Sum of v over the aligned group of G lanes (G a power of two <= 32); every lane of the warp calls it.
 __device__ __forceinline__ float group_sum(float v, int G) {
   for (int o = G >> 1; o; o >>= 1) v += __shfl_xor_sync(~0u, v, o);
@@ -232,51 +245,54 @@ __global__ void __launch_bounds__(PLANE_WARPS * 32) planes_kernel(const T* __res
   store_step(v, zf + ((long long)m * steps + s) * STEP_WORDS, lane);
 }
 
-// The lifted transform and the planes in one kernel (decode: a few tokens). u = L X R with
+// The lift's phases (lift_planes_kernel below). u = L X R with
 // X = (prologue(x) / s1 padded to n1 * n2) as n1 x n2 (row-major) and u flat [n1 * C]; prologue: none
 // (PRE 0), RMSNorm with weight nw (1), or SiLU(gate) * up of x = [gate | up] (2), float32 math.
-// Block (b, m) owns k-steps [b * spc, (b + 1) * spc) of token m, i.e. the flat values f_a .. f_b - 1
-// and the rows i_a .. i_b of U that hold them. Each row of U is independent, U[i, :] = (L[i, :] X) R,
-// so a block computes only its rows (boundary rows twice, by two blocks): X, its rows of L and, when
-// they fit (stage_r), R into shared memory (every block redoes the prologue; x is small and
-// L2-resident), W = L[i_a..i_b, :] X, then its values of W R, then one warp per k-step quantizes them
-// (store_step). Shared memory: n + rows * (n1 + n2) + 256 spc (+ n2 * C) floats.
+// A block that owns the k-steps [s_a, s_b) of a token, i.e. the flat values f_a .. f_b - 1 and the rows
+// i_a .. i_a + rows - 1 of U that hold them, computes only those rows: each row of U is independent,
+// U[i, :] = (L[i, :] X) R (boundary rows twice, by two blocks). Shared memory (LiftSmem): X (first
+// inv_s1), its rows of L, W = L[i_a.., :] X, its values of u (useg, 256 per k-step) and, when it fits
+// (stage_r), R: n + rows * (n1 + n2) + 256 spc (+ n2 * C) floats.
+struct LiftSmem {
+  float *xs, *Ls, *W, *useg, *Rs;
+};
+__device__ __forceinline__ LiftSmem lift_smem_layout(float* sm, int n, int rows, int n1, int n2, int spc) {
+  LiftSmem s;
+  s.xs = sm;                   // [n]
+  s.Ls = s.xs + n;             // [rows, n1]
+  s.W = s.Ls + rows * n1;      // [rows, n2]
+  s.useg = s.W + rows * n2;    // [256 * spc]: values f_a .. f_a + 256 spc - 1 (zero past K)
+  s.Rs = s.useg + 256 * spc;   // [n2, C] when staged
+  return s;
+}
+
+// The weights' lines requested from memory at once (the GEMVs stream past L2 in between).
+__device__ __forceinline__ void lift_prefetch(const float* inv_s1, const float* L, const float* R, int n, int n1,
+                                              int n2, int C, int i_a, int rows, int tid, int nthreads) {
+  prefetch_l2(inv_s1, 4LL * n, tid, nthreads);
+  prefetch_l2(L + (long long)i_a * n1, 4LL * rows * n1, tid, nthreads);
+  prefetch_l2(R, 4LL * n2 * C, tid, nthreads);
+}
+
+// inv_s1, the block's rows of L and (stage_r) R into shared memory.
+__device__ __forceinline__ void lift_stage(const LiftSmem& s, const float* inv_s1, const float* L, const float* R,
+                                           int n, int n1, int n2, int C, int i_a, int rows, int stage_r, int tid,
+                                           int nthreads) {
+  copy_floats(s.xs, inv_s1, n, tid, nthreads);
+  copy_floats(s.Ls, L + (long long)i_a * n1, rows * n1, tid, nthreads);
+  if (stage_r) copy_floats(s.Rs, R, n2 * C, tid, nthreads);
+}
+
+// X = prologue(x) / s1 in one pass over x (xs holds inv_s1 on entry, the whole block staged and synced),
+// then W = L[i_a.., :] X; returns RMSNorm's 1 / rms (1 without), a scalar of the whole input that
+// multiplies the block's outputs at the end (u = rstd L X' R) instead of X (no second pass over x).
+// Ends synced.
 template <typename T, int PRE, int THREADS>
-__global__ void __launch_bounds__(THREADS) lift_planes_kernel(
-    const T* __restrict__ x, long long ldx, int in_features, const void* __restrict__ nw, int nw_dtype, float eps,
-    const float* __restrict__ inv_s1, const float* __restrict__ L, const float* __restrict__ R, int n1, int n2,
-    int C, uint32_t* __restrict__ zf, int steps, int spc, int flags) {
-  extern __shared__ float sm[];
-  __shared__ float red[THREADS / 32];
-  const int m = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int stage_r = flags & 1, static_w = flags & 2;
-  const int n = n1 * n2, K = n1 * C;
-  const int s_a = blockIdx.x * spc, s_b = min(steps, s_a + spc);
-  const int f_a = 256 * s_a, f_b = min(K, 256 * s_b);
-  const int i_a = f_a / C, rows = (f_b - 1) / C - i_a + 1;
-  float* xs = sm;               // [n]: X (first inv_s1)
-  float* Ls = xs + n;           // [rows, n1]: the block's rows of L
-  float* W = Ls + rows * n1;    // [rows, n2]
-  float* useg = W + rows * n2;  // [256 * spc]: values f_a .. f_a + 256 spc - 1 (zero past K)
-  float* Rs = useg + 256 * spc;  // [n2, C] when staged
-  LQ_T(0);
-  pdl_trigger();
-  // the weights' lines requested from memory at once (the GEMVs stream past L2 in between), then staged:
-  // before the wait when the caller guarantees no earlier work in the stream writes inv_s1, L or R
-  prefetch_l2(inv_s1, 4LL * n, tid, THREADS);
-  prefetch_l2(L + (long long)i_a * n1, 4LL * rows * n1, tid, THREADS);
-  prefetch_l2(R, 4LL * n2 * C, tid, THREADS);
-  if (!static_w) pdl_wait();
-  copy_floats(xs, inv_s1, n, tid, THREADS);
-  copy_floats(Ls, L + (long long)i_a * n1, rows * n1, tid, THREADS);
-  if (stage_r) copy_floats(Rs, R, n2 * C, tid, THREADS);
-  LQ_T(1);  // weights staged (and, unless static, the previous kernel complete)
-  if (static_w) pdl_wait();
-  __syncthreads();
-  LQ_T(2);  // the previous kernel complete, all staged
-  // X = prologue(x) / s1 in one pass over x; RMSNorm's 1 / rms is a scalar of the whole input, so it
-  // multiplies the block's outputs at the end (u = rstd L X' R) instead of X (no second pass over x)
-  const T* xb = x + (long long)m * ldx;
+__device__ __forceinline__ float lift_prologue_lx(const LiftSmem& s, const T* __restrict__ xb, int in_features,
+                                                  const void* __restrict__ nw, int nw_dtype, float eps, int n, int n1,
+                                                  int n2, int rows, float* red, int lx_mask) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  float* xs = s.xs;
   float ss = 0.f;
   // PRO_U values per thread at a time, all their loads issued before any arithmetic
   constexpr int PRO_U = 8;
@@ -315,8 +331,8 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
     for (int w = 0; w < THREADS / 32; ++w) ss += red[w];
     rstd = rsqrtf(ss / in_features + eps);
   }
-  // W = L[i_a.., :] X, then the block's values of W R: each output's sum is split over G lanes (a
-  // power of two, as many as the block has threads to spare; a shuffle reduction joins the parts),
+  // W = L[i_a.., :] X, then (lift_wr) the block's values of W R: each output's sum is split over G lanes
+  // (a power of two, as many as the block has threads to spare; a shuffle reduction joins the parts),
   // so the dependent chain per thread is n1 / G (W) or n2 / G (u) multiply-adds long.
   {
     const int outs = rows * n2;
@@ -326,55 +342,103 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
       float a0 = 0.f, a1 = 0.f;
       if (o < outs) {
         const int r = o / n2, j = o - r * n2;
-        const float* Lr = Ls + r * n1;
-        int k = sub;
-        for (; k + G < n1; k += 2 * G) {
+        const float* Lr = s.Ls + r * n1;
+        int k, st, end;
+        split_terms(n1, G, sub, blocked_at(lx_mask, G), k, st, end);
+        for (; k + st < end; k += 2 * st) {
           a0 = fmaf(Lr[k], xs[k * n2 + j], a0);
-          a1 = fmaf(Lr[k + G], xs[(k + G) * n2 + j], a1);
+          a1 = fmaf(Lr[k + st], xs[(k + st) * n2 + j], a1);
         }
-        if (k < n1) a0 = fmaf(Lr[k], xs[k * n2 + j], a0);
+        if (k < end) a0 = fmaf(Lr[k], xs[k * n2 + j], a0);
       }
       a0 = group_sum(a0 + a1, G);
-      if (o < outs && sub == 0) W[o] = a0;
+      if (o < outs && sub == 0) s.W[o] = a0;
     }
   }
   __syncthreads();
   LQ_T(4);  // W = L X done
-  auto w_r = [&](const float* __restrict__ Rsrc) {
-    const int outs = 256 * (s_b - s_a);
-    const int G = split_lanes(outs, THREADS), sub = tid & (G - 1), per = THREADS / G;
-    for (int base = 0; base < outs; base += per) {
-      const int f = f_a + base + tid / G;
-      float a0 = 0.f, a1 = 0.f;
-      if (f < f_b) {
-        const int i = f / C, c = f - i * C;
-        const float* Wr = W + (i - i_a) * n2;
-        int j = sub;
-        for (; j + G < n2; j += 2 * G) {
-          a0 = fmaf(Wr[j], Rsrc[(long long)j * C + c], a0);
-          a1 = fmaf(Wr[j + G], Rsrc[(long long)(j + G) * C + c], a1);
-        }
-        if (j < n2) a0 = fmaf(Wr[j], Rsrc[(long long)j * C + c], a0);
+  return rstd;
+}
+
+// useg[f - f_a] = rstd * (W R)[f] for the block's flat values f_a <= f < f_b (zero after f_b up to
+// 256 (s_b - s_a)). Instantiated once per source of R (shared or global), so that the staged copy is
+// read with shared-memory loads. Ends synced.
+template <int THREADS, typename RT>
+__device__ __forceinline__ void lift_wr(const LiftSmem& s, const RT* __restrict__ Rsrc, float rstd, int n2, int C,
+                                        int i_a, int f_a, int f_b, int nsteps, int wr_mask) {
+  const int tid = threadIdx.x;
+  const int outs = 256 * nsteps;
+  const int G = split_lanes(outs, THREADS), sub = tid & (G - 1), per = THREADS / G;
+  for (int base = 0; base < outs; base += per) {
+    const int f = f_a + base + tid / G;
+    float a0 = 0.f, a1 = 0.f;
+    if (f < f_b) {
+      const int i = f / C, c = f - i * C;
+      const float* Wr = s.W + (i - i_a) * n2;
+      int j, st, end;
+      split_terms(n2, G, sub, blocked_at(wr_mask, G), j, st, end);
+      for (; j + st < end; j += 2 * st) {
+        a0 = fmaf(Wr[j], Rsrc[(long long)j * C + c], a0);
+        a1 = fmaf(Wr[j + st], Rsrc[(long long)(j + st) * C + c], a1);
       }
-      a0 = group_sum(a0 + a1, G);
-      if (base + tid / G < outs && sub == 0) useg[base + tid / G] = a0 * rstd;  // zero past K
+      if (j < end) a0 = fmaf(Wr[j], Rsrc[(long long)j * C + c], a0);
     }
-  };
-#if LQ_WR_TYPED
-  if (stage_r)
-    w_r(Rs);
-  else
-    w_r(R);
-#else
-  w_r(stage_r ? Rs : R);
-#endif
+    a0 = group_sum(a0 + a1, G);
+    if (base + tid / G < outs && sub == 0) s.useg[base + tid / G] = a0 * rstd;  // zero past K
+  }
   __syncthreads();
   LQ_T(5);  // W R done
-  for (int s = s_a + warp; s < s_b; s += THREADS / 32) {
+}
+
+template <int THREADS>
+__device__ __forceinline__ void lift_wr_any(const LiftSmem& s, const float* __restrict__ R, int stage_r, float rstd,
+                                            int n2, int C, int i_a, int f_a, int f_b, int nsteps, int wr_mask) {
+#if LQ_WR_TYPED
+  if (stage_r)
+    lift_wr<THREADS>(s, s.Rs, rstd, n2, C, i_a, f_a, f_b, nsteps, wr_mask);
+  else
+    lift_wr<THREADS>(s, R, rstd, n2, C, i_a, f_a, f_b, nsteps, wr_mask);
+#else
+  lift_wr<THREADS>(s, stage_r ? s.Rs : R, rstd, n2, C, i_a, f_a, f_b, nsteps, wr_mask);
+#endif
+}
+
+// The lifted transform and the planes in one kernel (decode: a few tokens). Block (b, m) owns k-steps
+// [b * spc, (b + 1) * spc) of token m: it stages its weights, computes its values of u (lift phases
+// above; every block redoes the prologue, x is small and L2-resident), then one warp per k-step
+// quantizes them (store_step).
+template <typename T, int PRE, int THREADS>
+__global__ void __launch_bounds__(THREADS) lift_planes_kernel(
+    const T* __restrict__ x, long long ldx, int in_features, const void* __restrict__ nw, int nw_dtype, float eps,
+    const float* __restrict__ inv_s1, const float* __restrict__ L, const float* __restrict__ R, int n1, int n2,
+    int C, uint32_t* __restrict__ zf, int steps, int spc, int flags) {
+  extern __shared__ float sm[];
+  __shared__ float red[THREADS / 32];
+  const int m = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int stage_r = flags & 1, static_w = flags & 2;
+  const int n = n1 * n2, K = n1 * C;
+  const int s_a = blockIdx.x * spc, s_b = min(steps, s_a + spc);
+  const int f_a = 256 * s_a, f_b = min(K, 256 * s_b);
+  const int i_a = f_a / C, rows = (f_b - 1) / C - i_a + 1;
+  const LiftSmem s = lift_smem_layout(sm, n, rows, n1, n2, spc);
+  LQ_T(0);
+  pdl_trigger();
+  // staged before the wait when the caller guarantees no earlier work in the stream writes inv_s1, L or R
+  lift_prefetch(inv_s1, L, R, n, n1, n2, C, i_a, rows, tid, THREADS);
+  if (!static_w) pdl_wait();
+  lift_stage(s, inv_s1, L, R, n, n1, n2, C, i_a, rows, stage_r, tid, THREADS);
+  LQ_T(1);  // weights staged (and, unless static, the previous kernel complete)
+  if (static_w) pdl_wait();
+  __syncthreads();
+  LQ_T(2);  // the previous kernel complete, all staged
+  const float rstd = lift_prologue_lx<T, PRE, THREADS>(s, x + (long long)m * ldx, in_features, nw, nw_dtype, eps, n,
+                                                      n1, n2, rows, red, (flags >> 2) & 63);
+  lift_wr_any<THREADS>(s, R, stage_r, rstd, n2, C, i_a, f_a, f_b, s_b - s_a, (flags >> 8) & 63);
+  for (int st = s_a + warp; st < s_b; st += THREADS / 32) {
     float v[8];
 #pragma unroll
-    for (int c = 0; c < 8; ++c) v[c] = useg[256 * (s - s_a) + 32 * c + lane];
-    store_step(v, zf + ((long long)m * steps + s) * STEP_WORDS, lane);
+    for (int c = 0; c < 8; ++c) v[c] = s.useg[256 * (st - s_a) + 32 * c + lane];
+    store_step(v, zf + ((long long)m * steps + st) * STEP_WORDS, lane);
   }
   LQ_T(6);  // planes stored (warp 0's part)
 }
@@ -622,6 +686,35 @@ cudaError_t dispatch_lift(int pre, const void* x, long long ldx, int in_features
 #undef LQ_ARGS
 }
 
+// Shared-memory wavefronts of one warp-wide load of the lift's split sums: 32 / G outputs a word apart, each
+// in G parts `shift` words apart (distinct addresses in one bank cost one wavefront each; equal ones share).
+int bank_ways(int G, int shift) {
+  int uniq[32], nu = 0, per_bank[32] = {0}, ways = 1;
+  for (int l = 0; l < 32; ++l) {
+    const int a = (l % G) * shift + l / G;
+    bool seen = false;
+    for (int e = 0; e < nu && !seen; ++e) seen = uniq[e] == a;
+    if (!seen) uniq[nu++] = a;
+  }
+  for (int e = 0; e < nu; ++e) ways = max(ways, ++per_bank[uniq[e] % 32]);
+  return ways;
+}
+#ifndef LQ_LIFT_BLOCKED
+#define LQ_LIFT_BLOCKED 1  // 0: every split sum interleaved, as before (A/B switch)
+#endif
+// The lift's flags bits 2-7 (W = L X) and 8-13 (W R): bit log2(G) set where parts of G consecutive terms
+// ("blocked") need fewer wavefronts than every G-th term (split_terms). L X: part p reads rows of X p * n2
+// (interleaved) or p * ceil(n1 / G) * n2 (blocked) words apart; W R: rows of R, C or ceil(n2 / G) * C.
+int lift_mappings(int n1, int n2, int C) {
+  int lx = 0, wr = 0;
+  for (int b = 0, G = 1; G <= 32; ++b, G <<= 1) {
+    if (!LQ_LIFT_BLOCKED || G == 1) continue;
+    if (bank_ways(G, (n1 + G - 1) / G * n2) < bank_ways(G, n2)) lx |= 1 << b;
+    if (bank_ways(G, (n2 + G - 1) / G * C) < bank_ways(G, C)) wr |= 1 << b;
+  }
+  return (lx << 2) | (wr << 8);
+}
+
 // Dynamic shared memory of a lift_planes block on the current device: without R (0 if even that does
 // not fit one block: the input is too wide) and whether R fits beside it.
 cudaError_t lift_smem(int n1, int n2, int C, int spc, size_t* smem, int* stage_r) {
@@ -675,7 +768,7 @@ __attribute__((visibility("default"))) int lq_lift_planes(const void* x, int dty
   int stage_r = 0;
   if (const cudaError_t e = lift_smem(n1, n2, (int)C, spc, &smem, &stage_r); e != cudaSuccess) return (int)e;
   if (!smem) return -3;  // input too wide for one block's shared memory
-  const int flags = stage_r | (static_weights << 1);
+  const int flags = stage_r | (static_weights << 1) | lift_mappings(n1, n2, (int)C);
   cudaError_t e;
   switch (dtype) {
     case F32: e = dispatch_lift<float>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, flags, stream); break;
