@@ -141,6 +141,24 @@ __device__ __forceinline__ void store_step(const float (&v)[8], uint32_t* __rest
   if (lane == 0) store_step_scale(zs, sum, frag_out);
 }
 
+// Half J of a step's fragment from its integers (q as quantize_step gives them): the words of planes
+// 8 J .. 8 J + 7 (slots 2 J, 2 J + 1 of each lane's row; 64 ballots). Two warps that each quantize the
+// step build its fragment in half the time of one (lift_planes_kernel, LQ_PLANE_HALVES).
+template <int J>
+__device__ __forceinline__ void store_half(const int (&q)[8], uint32_t* __restrict__ frag_out, int lane) {
+  const int g = lane >> 2, t = lane & 3;
+  uint32_t f[2] = {0, 0};
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+#pragma unroll
+    for (int pp = 0; pp < 8; ++pp) {
+      const uint32_t b = __ballot_sync(~0u, (q[c] >> (8 * J + pp)) & 1);
+      if (pp == g && (c & 3) == t) f[c >> 2] = b;
+    }
+  }
+  reinterpret_cast<uint2*>(frag_out)[2 * lane + J] = make_uint2(f[0], f[1]);
+}
+
 // Element i of a float32, float16 or bfloat16 array (dtype as DType), as float.
 __device__ __forceinline__ float load_any(const void* p, int dtype, int i) {
   if (dtype == F16) return __half2float(static_cast<const __half*>(p)[i]);
@@ -178,6 +196,9 @@ __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict_
 // 2.4 bits and +2.8% at 3.0 (one call, bench/results/lift_prologue/call4_*.json)
 #ifndef LQ_WR_TYPED
 #define LQ_WR_TYPED 1  // 0: one instance reading R through a generic pointer (A/B switch)
+#endif
+#ifndef LQ_PLANE_HALVES
+#define LQ_PLANE_HALVES 1  // 0: one warp builds all 16 planes of a k-step (A/B switch)
 #endif
 #ifndef LQ_FAST_SILU
 #define LQ_FAST_SILU 1  // 0: IEEE division in SiLU (A/B switch)
@@ -434,12 +455,30 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
   const float rstd = lift_prologue_lx<T, PRE, THREADS>(s, x + (long long)m * ldx, in_features, nw, nw_dtype, eps, n,
                                                       n1, n2, rows, red, (flags >> 2) & 63);
   lift_wr_any<THREADS>(s, R, stage_r, rstd, n2, C, i_a, f_a, f_b, s_b - s_a, (flags >> 8) & 63);
+#if LQ_PLANE_HALVES
+  // two warps per k-step, each quantizing it and building half of its planes
+  for (int st = s_a + (warp >> 1); st < s_b; st += THREADS / 64) {
+    float v[8];
+    int q[8], sum;
+#pragma unroll
+    for (int c = 0; c < 8; ++c) v[c] = s.useg[256 * (st - s_a) + 32 * c + lane];
+    const float zs = quantize_step(v, q, sum);
+    uint32_t* fo = zf + ((long long)m * steps + st) * STEP_WORDS;
+    if (warp & 1) {
+      store_half<1>(q, fo, lane);
+    } else {
+      store_half<0>(q, fo, lane);
+      if (lane == 0) store_step_scale(zs, sum, fo);
+    }
+  }
+#else
   for (int st = s_a + warp; st < s_b; st += THREADS / 32) {
     float v[8];
 #pragma unroll
     for (int c = 0; c < 8; ++c) v[c] = s.useg[256 * (st - s_a) + 32 * c + lane];
     store_step(v, zf + ((long long)m * steps + st) * STEP_WORDS, lane);
   }
+#endif
   LQ_T(6);  // planes stored (warp 0's part)
 }
 

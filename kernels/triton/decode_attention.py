@@ -6,7 +6,8 @@ rotary embedding (HF ``rotate_half`` convention, cos/sin rows of the token's pos
 write of k and v into the static KV cache at that position, and softmax(q k^T / sqrt(hd)) v over the
 cached keys 0 .. pos (online softmax in float32; the keys split over up to MAX_SPLITS programs per head,
 flash-decoding style; the last program of a head to finish, found with an atomic counter, combines
-their states), stored as [batch, heads * hd]. The position is read from a device tensor, so a CUDA graph
+their states; each program's keys and values loaded a block ahead, the first block before the rotary
+embedding), stored as [batch, heads * hd]. The position is read from a device tensor, so a CUDA graph
 captured once serves every step. Grouped-query attention: program (b, h) reads kv head h // (H / KVH);
 the first query head of each group writes the cache, and every program takes the new key and value from
 registers, not from the cache. On sm_90 the kernel takes part in programmatic dependent launch like the
@@ -25,6 +26,9 @@ import triton.language as tl
 
 BLOCK_N = 64  # cached keys per iteration
 MAX_SPLITS = 16  # programs per (sequence, head) splitting the keys (flash-decoding)
+#: keys and values of a block loaded one block ahead, the first block's before the rotary embedding (so a
+#: program's memory round trips overlap); LIFTEXPORT_ATTN_PIPE=0: each block loaded where it is used
+PIPE = os.environ.get("LIFTEXPORT_ATTN_PIPE", "1") != "0"
 
 
 @functools.cache
@@ -58,7 +62,7 @@ def key_chunk(max_len: int) -> int:
 def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr, cnt_ptr,
                              out_ptr, q_stride, k_stride, v_stride, H, KVH, max_len, sm_scale, S,
                              HD: tl.constexpr, HALF: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
-                             SP: tl.constexpr, GDC: tl.constexpr):
+                             SP: tl.constexpr, GDC: tl.constexpr, PIPE: tl.constexpr):
     """Program (b, h, sp): keys [sp * CHUNK, (sp + 1) * CHUNK) below pos of sequence b, query head h;
     split 0 also the new key (and its cache write). Writes its partial softmax state (running max m,
     sum l, unnormalised output) to part[b, h, sp] = [m, l, acc (HD)], then counts itself done in
@@ -72,6 +76,19 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_p
     kvh = h // (H // KVH)
     pos = tl.load(pos_ptr)
     i = tl.arange(0, HALF)
+    j = tl.arange(0, BLOCK)
+    cache = (b * KVH + kvh) * max_len * HD  # [batch, KVH, max_len, HD]
+    lo = sp * CHUNK
+    hi = tl.minimum(lo + CHUNK, pos)
+    if PIPE:  # the first block of cached keys and values in flight before anything else
+        keys0 = lo + j
+        ok0 = keys0 < hi
+        row0 = kc_ptr + cache + keys0[:, None] * HD
+        vrow0 = vc_ptr + cache + keys0[:, None] * HD
+        kk1 = tl.load(row0 + i[None, :], mask=ok0[:, None], other=0.0)
+        kk2 = tl.load(row0 + HALF + i[None, :], mask=ok0[:, None], other=0.0)
+        vv1 = tl.load(vrow0 + i[None, :], mask=ok0[:, None], other=0.0)
+        vv2 = tl.load(vrow0 + HALF + i[None, :], mask=ok0[:, None], other=0.0)
     # rotary embedding: x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]
     c1 = tl.load(cos_ptr + pos * HD + i).to(tl.float32)
     c2 = tl.load(cos_ptr + pos * HD + HALF + i).to(tl.float32)
@@ -92,7 +109,6 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_p
     vb = v_ptr + b * v_stride + kvh * HD
     v1 = tl.load(vb + i).to(kc_ptr.dtype.element_ty)
     v2 = tl.load(vb + HALF + i).to(kc_ptr.dtype.element_ty)
-    cache = (b * KVH + kvh) * max_len * HD  # [batch, KVH, max_len, HD]
     first = sp == 0
     if first:
         if h % (H // KVH) == 0:  # one writer per kv head
@@ -106,26 +122,34 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_p
     l = tl.where(first, 1.0, 0.0)
     acc1 = tl.where(first, v1.to(tl.float32), 0.0)
     acc2 = tl.where(first, v2.to(tl.float32), 0.0)
-    j = tl.arange(0, BLOCK)
-    lo = sp * CHUNK
-    hi = tl.minimum(lo + CHUNK, pos)
     for start in range(lo, hi, BLOCK):
         keys = start + j
         ok = keys < hi
-        row = kc_ptr + cache + keys[:, None] * HD
-        kk1 = tl.load(row + i[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
-        kk2 = tl.load(row + HALF + i[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
-        s = (tl.sum(kk1 * q1[None, :], axis=1) + tl.sum(kk2 * q2[None, :], axis=1)) * sm_scale
+        if PIPE:  # this block's keys and values are loaded; the next block's go in flight now
+            ck1, ck2, cv1, cv2 = kk1, kk2, vv1, vv2
+            nkeys = keys + BLOCK
+            nok = nkeys < hi
+            nrow = kc_ptr + cache + nkeys[:, None] * HD
+            nvrow = vc_ptr + cache + nkeys[:, None] * HD
+            kk1 = tl.load(nrow + i[None, :], mask=nok[:, None], other=0.0)
+            kk2 = tl.load(nrow + HALF + i[None, :], mask=nok[:, None], other=0.0)
+            vv1 = tl.load(nvrow + i[None, :], mask=nok[:, None], other=0.0)
+            vv2 = tl.load(nvrow + HALF + i[None, :], mask=nok[:, None], other=0.0)
+        else:
+            row = kc_ptr + cache + keys[:, None] * HD
+            vrow = vc_ptr + cache + keys[:, None] * HD
+            ck1 = tl.load(row + i[None, :], mask=ok[:, None], other=0.0)
+            ck2 = tl.load(row + HALF + i[None, :], mask=ok[:, None], other=0.0)
+            cv1 = tl.load(vrow + i[None, :], mask=ok[:, None], other=0.0)
+            cv2 = tl.load(vrow + HALF + i[None, :], mask=ok[:, None], other=0.0)
+        s = (tl.sum(ck1.to(tl.float32) * q1[None, :], axis=1) + tl.sum(ck2.to(tl.float32) * q2[None, :], axis=1)) * sm_scale
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=0))
         alpha = tl.exp(m - m_new)
         p = tl.exp(s - m_new)
         l = l * alpha + tl.sum(p, axis=0)
-        vrow = vc_ptr + cache + keys[:, None] * HD
-        vv1 = tl.load(vrow + i[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
-        vv2 = tl.load(vrow + HALF + i[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
-        acc1 = acc1 * alpha + tl.sum(p[:, None] * vv1, axis=0)
-        acc2 = acc2 * alpha + tl.sum(p[:, None] * vv2, axis=0)
+        acc1 = acc1 * alpha + tl.sum(p[:, None] * cv1.to(tl.float32), axis=0)
+        acc2 = acc2 * alpha + tl.sum(p[:, None] * cv2.to(tl.float32), axis=0)
         m = m_new
     pb = part_ptr + ((b * H + h) * S + sp) * (HD + 2)
     tl.store(pb, m)
@@ -184,6 +208,6 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
     _decode_attention_kernel[(B, H, S)](q, k, v, cos, sin, k_cache, v_cache, pos, part, counters, out, q.stride(0),
                                         k.stride(0), v.stride(0), H, KVH, max_len, 1.0 / hd ** 0.5, S,
                                         HD=hd, HALF=hd // 2, CHUNK=chunk, BLOCK=min(BLOCK_N, chunk),
-                                        SP=triton.next_power_of_2(S), GDC=pdl, num_warps=4,
+                                        SP=triton.next_power_of_2(S), GDC=pdl, PIPE=PIPE, num_warps=4,
                                         **({"launch_pdl": True} if pdl else {}))
     return out
