@@ -59,6 +59,16 @@ def key_chunk(max_len: int) -> int:
 
 
 @triton.jit
+def _load_kv(kc_ptr, vc_ptr, cache, keys, i, hi, HD: tl.constexpr, HALF: tl.constexpr):
+    """The cached keys and values of rows `keys` (those below hi; zero elsewhere), each as two halves."""
+    ok = (keys < hi)[:, None]
+    row = kc_ptr + cache + keys[:, None] * HD + i[None, :]
+    vrow = vc_ptr + cache + keys[:, None] * HD + i[None, :]
+    return (tl.load(row, mask=ok, other=0.0), tl.load(row + HALF, mask=ok, other=0.0),
+            tl.load(vrow, mask=ok, other=0.0), tl.load(vrow + HALF, mask=ok, other=0.0))
+
+
+@triton.jit
 def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr, cnt_ptr,
                              out_ptr, q_stride, k_stride, v_stride, H, KVH, max_len, sm_scale, S,
                              HD: tl.constexpr, HALF: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
@@ -81,14 +91,7 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_p
     lo = sp * CHUNK
     hi = tl.minimum(lo + CHUNK, pos)
     if PIPE:  # the first block of cached keys and values in flight before anything else
-        keys0 = lo + j
-        ok0 = keys0 < hi
-        row0 = kc_ptr + cache + keys0[:, None] * HD
-        vrow0 = vc_ptr + cache + keys0[:, None] * HD
-        kk1 = tl.load(row0 + i[None, :], mask=ok0[:, None], other=0.0)
-        kk2 = tl.load(row0 + HALF + i[None, :], mask=ok0[:, None], other=0.0)
-        vv1 = tl.load(vrow0 + i[None, :], mask=ok0[:, None], other=0.0)
-        vv2 = tl.load(vrow0 + HALF + i[None, :], mask=ok0[:, None], other=0.0)
+        kk1, kk2, vv1, vv2 = _load_kv(kc_ptr, vc_ptr, cache, lo + j, i, hi, HD, HALF)
     # rotary embedding: x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]
     c1 = tl.load(cos_ptr + pos * HD + i).to(tl.float32)
     c2 = tl.load(cos_ptr + pos * HD + HALF + i).to(tl.float32)
@@ -127,21 +130,9 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_p
         ok = keys < hi
         if PIPE:  # this block's keys and values are loaded; the next block's go in flight now
             ck1, ck2, cv1, cv2 = kk1, kk2, vv1, vv2
-            nkeys = keys + BLOCK
-            nok = nkeys < hi
-            nrow = kc_ptr + cache + nkeys[:, None] * HD
-            nvrow = vc_ptr + cache + nkeys[:, None] * HD
-            kk1 = tl.load(nrow + i[None, :], mask=nok[:, None], other=0.0)
-            kk2 = tl.load(nrow + HALF + i[None, :], mask=nok[:, None], other=0.0)
-            vv1 = tl.load(nvrow + i[None, :], mask=nok[:, None], other=0.0)
-            vv2 = tl.load(nvrow + HALF + i[None, :], mask=nok[:, None], other=0.0)
+            kk1, kk2, vv1, vv2 = _load_kv(kc_ptr, vc_ptr, cache, keys + BLOCK, i, hi, HD, HALF)
         else:
-            row = kc_ptr + cache + keys[:, None] * HD
-            vrow = vc_ptr + cache + keys[:, None] * HD
-            ck1 = tl.load(row + i[None, :], mask=ok[:, None], other=0.0)
-            ck2 = tl.load(row + HALF + i[None, :], mask=ok[:, None], other=0.0)
-            cv1 = tl.load(vrow + i[None, :], mask=ok[:, None], other=0.0)
-            cv2 = tl.load(vrow + HALF + i[None, :], mask=ok[:, None], other=0.0)
+            ck1, ck2, cv1, cv2 = _load_kv(kc_ptr, vc_ptr, cache, keys, i, hi, HD, HALF)
         s = (tl.sum(ck1.to(tl.float32) * q1[None, :], axis=1) + tl.sum(ck2.to(tl.float32) * q2[None, :], axis=1)) * sm_scale
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=0))
