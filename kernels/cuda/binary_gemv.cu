@@ -197,6 +197,11 @@ __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict_
 #ifndef LQ_WR_TYPED
 #define LQ_WR_TYPED 1  // 0: one instance reading R through a generic pointer (A/B switch)
 #endif
+// Each k-step's planes built by two warps, 8 planes each, both quantizing the step (store_half): planes
+// phase ~3,200 -> ~2,500 cycles per 4096-wide lift block, decode step 375.1 -> 382.6 tok/s at 2.4 bits, 3.0
+// unchanged (eighth session, bench/results/plane_halves/). Unlike the split of the fifth and seventh
+// sessions (one warp quantizing into shared memory, then (step, plane) pairs over the warps; faster
+// kernel, slower decode step) it adds no barrier and no shared-memory round trip.
 #ifndef LQ_PLANE_HALVES
 #define LQ_PLANE_HALVES 1  // 0: one warp builds all 16 planes of a k-step (A/B switch)
 #endif
@@ -738,6 +743,10 @@ int bank_ways(int G, int shift) {
   for (int e = 0; e < nu; ++e) ways = max(ways, ++per_bank[uniq[e] % 32]);
   return ways;
 }
+// The 11008-wide lift at 24/10 (X 367 x 30, G = 4) read X with 4-way bank conflicts interleaved, none
+// blocked: its L X phase 6,364 -> 5,547 cycles, decode step 358.7 -> 374.1 tok/s at 2.4 bits, 3.0 unchanged
+// (eighth session, bench/results/lift_banks/). Choosing the run per G (conflict-free at 4096 wide too)
+// and passing the runs as a kernel argument was slower, 382.8 -> 337.1 (bench/results/lift_runs/).
 #ifndef LQ_LIFT_BLOCKED
 #define LQ_LIFT_BLOCKED 1  // 0: every split sum interleaved, as before (A/B switch)
 #endif
