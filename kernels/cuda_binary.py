@@ -55,6 +55,8 @@ def load():
             lib.lq_lift_planes.argtypes = [P, I, I, L, I, I, P, I, ctypes.c_float, P, P, P, I, I, I, P, I, I, I, P]
             lib.lq_lift_planes_fits.restype = I
             lib.lq_lift_planes_fits.argtypes = [I, I, I, I]
+            lib.lq_lift_mappings.restype = I
+            lib.lq_lift_mappings.argtypes = [I, I, I]
             lib.lq_binary_gemv.restype = I
             lib.lq_binary_gemv.argtypes = [P, I, I, P, I, P, P, P, L, P, L, I, I, P]
             _lib = lib
@@ -142,6 +144,16 @@ def lift_fits(n1: int, n2: int, C: int, spc: int, device) -> bool:
         rc = load().lq_lift_planes_fits(n1, n2, C, spc)
     _check(min(rc, 0), "lift planes fits")
     return rc == 1
+
+
+def lift_mappings(n1: int, n2: int, C: int) -> tuple[int, int]:
+    """How lift_planes splits each output's sum over G lanes for an n1 x n2 input with C lifted columns per
+    row: (W = L X, W R) masks, bit log2(G) set where each lane takes a run of ceil(n / G) consecutive
+    terms ("blocked") because that needs fewer shared-memory wavefronts per warp than every G-th term (the
+    library's host-side rule; no GPU needed)."""
+    rc = load().lq_lift_mappings(n1, n2, C)
+    _check(min(rc, 0), "lift mappings")
+    return (rc >> 2) & 63, (rc >> 8) & 63
 
 
 def gemv(words: torch.Tensor, zf: torch.Tensor, scales: torch.Tensor, bias, y: torch.Tensor,

@@ -832,6 +832,13 @@ __attribute__((visibility("default"))) int lq_lift_planes(const void* x, int dty
 }
 
 
+// Which split sums of lq_lift_planes take blocked parts for an n1 x n2 input with C lifted columns per row:
+// bit log2(G) of (result >> 2) & 63 for W = L X, of (result >> 8) & 63 for W R (host only; -1 on bad arguments).
+__attribute__((visibility("default"))) int lq_lift_mappings(int n1, int n2, int C) {
+  if (n1 < 1 || n2 < 1 || C < 1 || n1 > (1 << 20) || n2 > (1 << 20) || C > (1 << 20)) return -1;
+  return lift_mappings(n1, n2, C);
+}
+
 #ifdef LQ_LIFT_TIMING
 // The diagnostic build's phase records: out [LQ_T_BLOCKS * LQ_T_MARKS] int64 (host memory).
 __attribute__((visibility("default"))) int lq_lift_timing(long long* out) {

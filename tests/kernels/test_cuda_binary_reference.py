@@ -4,8 +4,14 @@ bit-exactly against the same specification."""
 
 from __future__ import annotations
 
+import math
+import random
+from collections import Counter
+
+import pytest
 import torch
 
+from liftexport.errors import LiftExportError
 from liftexport.kernels import cuda_binary as CB
 from liftexport.kernels.triton import lift_linear as K
 
@@ -44,3 +50,29 @@ def test_planes_encode_twos_complement_per_step():
     # value -0.5 (index 1: word 0, bit 1) is round(-0.5 * QMAX) = -16384 = 0xC000: planes 14, 15 set only
     assert (lane28[2] >> 1) & 1 == 1 and (zf[0, 0, 24][2] >> 1) & 1 == 1 and (lane0[0] >> 1) & 1 == 0
     assert zf[0, 1, 32, 1].view(torch.float32) == zs[1] * -CB.QMAX
+
+
+def _wavefronts(G: int, shift: int) -> int:
+    """Shared-memory wavefronts of one warp load: 32 / G consecutive outputs, each in G parts `shift` words
+    apart (equal addresses broadcast; distinct ones in one bank serialise)."""
+    addrs = {(lane % G) * shift + lane // G for lane in range(32)}
+    return max(Counter(a % 32 for a in addrs).values())
+
+
+@pytest.mark.skipif(CB.load() is None, reason="needs build/cuda/libliftquant_cuda.so (built by install.sh with nvcc)")
+def test_lift_split_mappings_take_the_fewer_wavefronts():
+    """The library's host rule for the lift's split sums against an independent model of the banks: blocked
+    parts exactly where they need fewer wavefronts than interleaved ones; the 7B shapes at 24/10."""
+    assert CB.lift_mappings(367, 30, 72) == (0b1110, 0)  # 11008 wide: L X 4-way at G = 4 interleaved, none blocked
+    assert CB.lift_mappings(82, 50, 120) == (0, 0)  # 4096 wide: 2-way either way
+    rng = random.Random(0)
+    shapes = [(rng.randint(1, 400), rng.randint(1, 130), rng.randint(1, 330)) for _ in range(60)]
+    for n1, n2, C in shapes:
+        want_lx = want_wr = 0
+        for b in range(1, 6):
+            G = 1 << b
+            want_lx |= (_wavefronts(G, math.ceil(n1 / G) * n2) < _wavefronts(G, n2)) << b
+            want_wr |= (_wavefronts(G, math.ceil(n2 / G) * C) < _wavefronts(G, C)) << b
+        assert CB.lift_mappings(n1, n2, C) == (want_lx, want_wr), (n1, n2, C)
+    with pytest.raises(LiftExportError):
+        CB.lift_mappings(0, 30, 72)
