@@ -119,31 +119,11 @@ __device__ __forceinline__ void store_step_scale(float zs, int sum, uint32_t* __
   reinterpret_cast<uint4*>(frag_out)[32] = make_uint4(__float_as_uint(zs), __float_as_uint(__fmul_rn(zs, (float)sum)), 0u, 0u);
 }
 
-// One warp turns the 256 values of k-step s (v[c] held by lane l is value 256 s + 32 c + l) into the
-// step's fragment: it reduces their max, quantizes, and builds each plane word with a ballot.
-// Fragment order, zf[m][s][33][4]: row l = 4 g + t holds for planes 8 j + g (j = 0, 1) the words
-// 8 s + t and 8 s + 4 + t at slots 2 j and 2 j + 1 (lane l's B operands); row 32 holds zs_s and
-// zs_s * sum(zq) (float bits), 0, 0 (read by a whole warp as one 8-byte broadcast).
-__device__ __forceinline__ void store_step(const float (&v)[8], uint32_t* __restrict__ frag_out, int lane) {
-  const int g = lane >> 2, t = lane & 3;
-  int q[8], sum;
-  const float zs = quantize_step(v, q, sum);
-  uint32_t frag[4] = {0, 0, 0, 0};
-#pragma unroll
-  for (int c = 0; c < 8; ++c) {
-#pragma unroll
-    for (int p = 0; p < P; ++p) {
-      const uint32_t b = __ballot_sync(~0u, (q[c] >> p) & 1);
-      if ((p & 7) == g && (c & 3) == t) frag[2 * (p >> 3) + (c >> 2)] = b;
-    }
-  }
-  reinterpret_cast<uint4*>(frag_out)[lane] = make_uint4(frag[0], frag[1], frag[2], frag[3]);
-  if (lane == 0) store_step_scale(zs, sum, frag_out);
-}
-
 // Half J of a step's fragment from its integers (q as quantize_step gives them): the words of planes
-// 8 J .. 8 J + 7 (slots 2 J, 2 J + 1 of each lane's row; 64 ballots). Two warps that each quantize the
-// step build its fragment in half the time of one (lift_planes_kernel, LQ_PLANE_HALVES).
+// 8 J .. 8 J + 7, a ballot each. Fragment order, zf[m][s][33][4]: row l = 4 g + t holds for planes 8 j + g
+// (j = 0, 1) the words 8 s + t and 8 s + 4 + t at slots 2 j and 2 j + 1 (lane l's B operands); row 32 holds
+// zs_s and zs_s * sum(zq) (float bits), 0, 0 (read by a whole warp as one 8-byte broadcast). Two warps that
+// each quantize the step build its fragment in half the time of one (lift_planes_kernel, LQ_PLANE_HALVES).
 template <int J>
 __device__ __forceinline__ void store_half(const int (&q)[8], uint32_t* __restrict__ frag_out, int lane) {
   const int g = lane >> 2, t = lane & 3;
@@ -157,6 +137,16 @@ __device__ __forceinline__ void store_half(const int (&q)[8], uint32_t* __restri
     }
   }
   reinterpret_cast<uint2*>(frag_out)[2 * lane + J] = make_uint2(f[0], f[1]);
+}
+
+// One warp turns the 256 values of k-step s (v[c] held by lane l is value 256 s + 32 c + l) into the
+// step's fragment: it reduces their max, quantizes, and builds both halves of the planes.
+__device__ __forceinline__ void store_step(const float (&v)[8], uint32_t* __restrict__ frag_out, int lane) {
+  int q[8], sum;
+  const float zs = quantize_step(v, q, sum);
+  store_half<0>(q, frag_out, lane);
+  store_half<1>(q, frag_out, lane);
+  if (lane == 0) store_step_scale(zs, sum, frag_out);
 }
 
 // Element i of a float32, float16 or bfloat16 array (dtype as DType), as float.
@@ -213,7 +203,7 @@ __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict_
 #ifndef LQ_LIFT_SPLIT
 #define LQ_LIFT_SPLIT 1  // 0: one lane per output (A/B switch for benchmarks)
 #endif
-__host__ __device__ __forceinline__ int split_lanes(int outs, int threads) {
+__device__ __forceinline__ int split_lanes(int outs, int threads) {
   int G = 1;
   if (!LQ_LIFT_SPLIT) return G;
   while (G < 32 && outs * 2 * G <= threads) G <<= 1;
