@@ -175,6 +175,9 @@ def _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, la
               help="Adam steps of end-to-end distillation (row scales and norms against the original model's "
                    "logits) after the blocks [default: 100 on CUDA, 40 on CPU; skipped when teacher and student "
                    "do not fit in memory].")
+@click.option("--distill-tokens", type=int, default=None,
+              help="Tokens the distillation draws from: the calibration tokens, then fresh samples (or other "
+                   "windows of --calib-text) up to this many [default: the calibration tokens alone].")
 @click.option("--no-distill", is_flag=True, help="Skip end-to-end distillation.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when present).")
@@ -195,8 +198,8 @@ def _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, la
 @click.option("--mixed", is_flag=True, help="With --bits X: the bytes of uniform X, allocated per layer group.")
 @_friendly
 def model_cmd(src, fmt, output, onnx_ops, onnx_lut, method, bits, lattice_config, group, calib_text, calib_tokens,
-              calib_seq_len, correction_steps, no_correction, distill_steps, no_distill, seed, device, search,
-              report, eval_text, no_resume, no_verify, budget, reserve, context, batch_size, mixed) -> None:
+              calib_seq_len, correction_steps, no_correction, distill_steps, distill_tokens, no_distill, seed, device,
+              search, report, eval_text, no_resume, no_verify, budget, reserve, context, batch_size, mixed) -> None:
     """Quantize SRC (HF dir, .gguf, or the example model) and write an artifact.
 
     SRC may also be a .lqt container: it is then converted (no quantization) to --to.
@@ -221,7 +224,8 @@ def model_cmd(src, fmt, output, onnx_ops, onnx_lut, method, bits, lattice_config
     opts = QuantizeOptions(method=method, bits=bits, config=lattice_config, group=group, calib_text=tuple(calib_text),
                            calib_tokens=calib_tokens, calib_seq_len=calib_seq_len,
                            correction_steps=0 if no_correction else correction_steps,
-                           distill_steps=0 if no_distill else distill_steps, seed=seed, device=device, search=search)
+                           distill_steps=0 if no_distill else distill_steps, distill_tokens=distill_tokens, seed=seed,
+                           device=device, search=search)
     plan = None
     if budget is not None or mixed:
         plan = _budget_plan(ms, opts, budget, reserve, context, batch_size, mixed, bits, lattice_config, method)

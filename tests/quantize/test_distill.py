@@ -99,3 +99,25 @@ def test_cli_flags(src, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["model", str(src.path), "-o", str(bad), "--distill-steps", "10", *fast])
     assert r.exit_code == 2 and "distillation needs about" in r.output and "--distill-steps" in r.output
     assert not bad.exists() and not bad.with_name(bad.name + ".ckpt").exists()
+
+
+def test_distill_pool_adds_fresh_sequences(src):
+    """--distill-tokens beyond the calibration tokens: the calibration sequences first, then fresh ones
+    (another seed: none repeats a calibration sequence), the same on a second call; the held-out
+    sequences come from the pool."""
+    from liftexport.quantize.pipeline import distill_pool
+
+    opts = QuantizeOptions(bits=2.4, distill_tokens=1024, **FAST)
+    teacher = src.full_model()
+    tokens = calibration_tokens(src, opts, "cpu")
+    pool = distill_pool(src, opts, "cpu", tokens, teacher)
+    assert pool.shape == (16, 64) and torch.equal(pool[:8], tokens)
+    assert not any(torch.equal(a, b) for a in pool[8:] for b in tokens)
+    assert torch.equal(pool, distill_pool(src, opts, "cpu", tokens, teacher))
+    small = QuantizeOptions(bits=2.4, distill_tokens=256, **FAST)  # fewer than calibration: the calibration tokens
+    assert distill_pool(src, small, "cpu", tokens, teacher) is tokens
+    ir, _ = quantize_model(src, QuantizeOptions(bits=2.4, distill_steps=5, distill_tokens=2048, **FAST))
+    assert ir.meta["distill"]["held_out_sequences"] == 2  # 32 // 16 (the calibration's 8 alone: 1)
+    assert ir.meta["distill"]["pool_tokens"] == 2048
+    with pytest.raises(ConfigError, match="--distill-tokens -1"):
+        quantize_model(src, QuantizeOptions(bits=2.4, distill_tokens=-1, **FAST))
