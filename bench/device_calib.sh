@@ -12,6 +12,7 @@
 # (ONLY=self or ONLY=text: one of the two quantizations)
 # or, as step 2, the CUDA engine on the real model (issue 7): the CUDA library built, the example model quantized at
 # 2.4 bits with defaults, then bench/engine_check.py on it ($OUT/engine_check.json):  bash bench/device_calib.sh engine
+# Results come back as $OUT/results.tgz (the res_*.json / res_*.log of every run), refreshed while waiting.
 # VARIANTS: space-separated CONFIG:NAME=JSON (JSON as bench/calib_ablation.py takes it; the string TEXT
 # inside it expands to the five calibration novels, never persuasion.txt). Each variant runs as its own
 # process in parallel; results go to $OUT/NAME.json and $OUT/NAME.log.
@@ -62,8 +63,11 @@ case "${1:-}" in
     done
     "$0" wait ;;
   wait)
-    for _ in $(seq 1 ${WAIT_STEPS:-110}); do pgrep -f "calib_ablation.py|cli_runs.py" >/dev/null || break; sleep 5; done
-    cp /tmp/res_* "$OUT"/ 2>/dev/null
+    # results go to $OUT as one tar (a call returns at most 8 files), refreshed every poll, so a call cut off
+    # by its time limit or the session's device time still brings back what had finished
+    save() { (cd /tmp && ls res_* >/dev/null 2>&1 && tar czf "$OUT/results.tgz" res_*); }
+    for _ in $(seq 1 ${WAIT_STEPS:-110}); do save; pgrep -f "calib_ablation.py|cli_runs.py" >/dev/null || break; sleep 5; done
+    save
     pgrep -f "calib_ablation.py|cli_runs.py" >/dev/null && echo "still running" || echo "all done"
     for f in /tmp/res_*.json; do [ "$f" = /tmp/res_timed.json ] && { cat "$f"; continue; }
       python -c "import json,sys; [print(r['variant'], r['ppl'], r['seconds']) for r in json.load(open('$f'))['rows']]"; done
