@@ -5,17 +5,17 @@
 #   2. carry .carry/b (modelpart_ab, gguf + transformers wheels):    VARIANTS="..." bash bench/device_calib.sh start
 #   3. (only if 2 ran out of time)                                   bash bench/device_calib.sh wait
 # or, as step 2, timed `liftexport model` runs one after another (bench/cli_runs.py, default arguments
-# plus each run's; results $OUT/res_timed.json):  RUNS="s24=--bits 2.4;s30=--bits 3.0" bash bench/device_calib.sh timed
+# plus each run's; res_timed.json in $OUT/results.tgz):  RUNS="s24=--bits 2.4;s30=--bits 3.0" bash bench/device_calib.sh timed
 # or, as step 2, the domain check (issue 3): the 2.4-bit model calibrated on its own samples and on the five
 # novels, each evaluated on persuasion.txt and on fresh samples of the full-precision model (bench/selfgen_text.py,
 # seed 4242), with the full-precision model itself on both:                      bash bench/device_calib.sh domain
 # (ONLY=self or ONLY=text: one of the two quantizations)
 # or, as step 2, the CUDA engine on the real model (issue 7): the CUDA library built, the example model quantized at
 # 2.4 bits with defaults, then bench/engine_check.py on it ($OUT/engine_check.json):  bash bench/device_calib.sh engine
-# Results come back as $OUT/results.tgz (the res_*.json / res_*.log of every run), refreshed while waiting.
 # VARIANTS: space-separated CONFIG:NAME=JSON (JSON as bench/calib_ablation.py takes it; the string TEXT
 # inside it expands to the five calibration novels, never persuasion.txt). Each variant runs as its own
-# process in parallel; results go to $OUT/NAME.json and $OUT/NAME.log.
+# process in parallel, writing /tmp/res_NAME.json and .log (timed runs: /tmp/res_timed.json); all of them
+# come back as $OUT/results.tgz, refreshed while waiting.
 set -uo pipefail
 M=/tmp/m
 OUT=${OUT:-/tmp/out} && mkdir -p "$OUT"
