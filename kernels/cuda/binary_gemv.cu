@@ -450,30 +450,26 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
   const float rstd = lift_prologue_lx<T, PRE, THREADS>(s, x + (long long)m * ldx, in_features, nw, nw_dtype, eps, n,
                                                       n1, n2, rows, red, (flags >> 2) & 63);
   lift_wr_any<THREADS>(s, R, stage_r, rstd, n2, C, i_a, f_a, f_b, s_b - s_a, (flags >> 8) & 63);
-#if LQ_PLANE_HALVES
-  // two warps per k-step, each quantizing it and building half of its planes
-  for (int st = s_a + (warp >> 1); st < s_b; st += THREADS / 64) {
+  // LQ_PLANE_HALVES: two warps per k-step, each quantizing it and building half of its planes
+  constexpr int HALVES = LQ_PLANE_HALVES ? 1 : 0;  // log2 of the warps per k-step
+  for (int st = s_a + (warp >> HALVES); st < s_b; st += THREADS / (32 << HALVES)) {
     float v[8];
-    int q[8], sum;
 #pragma unroll
     for (int c = 0; c < 8; ++c) v[c] = s.useg[256 * (st - s_a) + 32 * c + lane];
-    const float zs = quantize_step(v, q, sum);
-    uint32_t* fo = zf + ((long long)m * steps + st) * STEP_WORDS;
-    if (warp & 1) {
-      store_half<1>(q, fo, lane);
+    if constexpr (!HALVES) {
+      store_step(v, zf + ((long long)m * steps + st) * STEP_WORDS, lane);
     } else {
-      store_half<0>(q, fo, lane);
-      if (lane == 0) store_step_scale(zs, sum, fo);
+      int q[8], sum;
+      const float zs = quantize_step(v, q, sum);
+      uint32_t* fo = zf + ((long long)m * steps + st) * STEP_WORDS;
+      if (warp & 1) {
+        store_half<1>(q, fo, lane);
+      } else {
+        store_half<0>(q, fo, lane);
+        if (lane == 0) store_step_scale(zs, sum, fo);
+      }
     }
   }
-#else
-  for (int st = s_a + warp; st < s_b; st += THREADS / 32) {
-    float v[8];
-#pragma unroll
-    for (int c = 0; c < 8; ++c) v[c] = s.useg[256 * (st - s_a) + 32 * c + lane];
-    store_step(v, zf + ((long long)m * steps + st) * STEP_WORDS, lane);
-  }
-#endif
   LQ_T(6);  // planes stored (warp 0's part)
 }
 
