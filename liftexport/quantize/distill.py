@@ -188,6 +188,6 @@ def distill(ir: QuantizedModel, teacher, tokens: torch.Tensor, steps: int, batch
                 tf.M, tf.a, tf.b = _r16(g.M), _r16(g.log_a.exp()), _r16(g.log_b.exp())
         for n, p in norms.items():
             ir.kept[n] = p.detach().cpu().to(ir.kept[n].dtype)
-    return {"steps": steps, "batch": batch, "lr": lr, "transforms": transforms, "held_out_sequences": n_hold,
-            "held_out_kl_before": round(kl_before, 5), "held_out_kl_after": round(kl_after, 5),
+    return {"steps": steps, "batch": batch, "lr": lr, "transforms": transforms, "pool_tokens": int(tokens.numel()),
+            "held_out_sequences": n_hold, "held_out_kl_before": round(kl_before, 5), "held_out_kl_after": round(kl_after, 5),
             "seconds": round(time.time() - t0, 1)}

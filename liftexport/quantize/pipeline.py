@@ -409,7 +409,6 @@ def quantize_model(src: ModelSource, opts: QuantizeOptions) -> tuple[QuantizedMo
             pool = distill_pool(src, opts, device, tokens, teacher)
             summary = e2e.distill(ir, teacher, pool, d_steps, d_batch, opts.distill_lr, opts.seed * 7 + 1, device,
                                   transforms=opts.distill_transforms, progress=opts.progress)
-            summary["pool_tokens"] = int(pool.numel())
             teacher.to("cpu")  # a GGUF source caches its model
             del teacher
         ir.meta["distill"] = summary
