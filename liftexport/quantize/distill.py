@@ -189,5 +189,5 @@ def distill(ir: QuantizedModel, teacher, tokens: torch.Tensor, steps: int, batch
         for n, p in norms.items():
             ir.kept[n] = p.detach().cpu().to(ir.kept[n].dtype)
     return {"steps": steps, "batch": batch, "lr": lr, "transforms": transforms, "pool_tokens": int(tokens.numel()),
-            "held_out_sequences": n_hold, "held_out_kl_before": round(kl_before, 5), "held_out_kl_after": round(kl_after, 5),
-            "seconds": round(time.time() - t0, 1)}
+            "held_out_sequences": n_hold, "held_out_kl_before": round(kl_before, 5),
+            "held_out_kl_after": round(kl_after, 5), "seconds": round(time.time() - t0, 1)}

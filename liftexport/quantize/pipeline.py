@@ -149,8 +149,8 @@ def capture_layer_inputs(skeleton, family, tokens: torch.Tensor, batch: int, dev
     return moved, torch.cat(first).to(device)
 
 
-def calibration_tokens(src: ModelSource, opts: QuantizeOptions, device, n_seq: int | None = None, seed: int | None = None,
-                       model=None) -> torch.Tensor:
+def calibration_tokens(src: ModelSource, opts: QuantizeOptions, device, n_seq: int | None = None,
+                       seed: int | None = None, model=None) -> torch.Tensor:
     """``n_seq`` (default: --calib-tokens worth of) sequences: windows of the calibration text, or samples of
     the full-precision model (``model`` if given, else loaded and moved back to the CPU after)."""
     from ..calibrate import self_generated, text_windows
