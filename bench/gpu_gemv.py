@@ -106,11 +106,12 @@ def checked_us(fn, out, ref):
 SEQ = 8
 
 
-def seq_us(mod, zf, y):
+def seq_us(mod, zf, y, kernel="auto"):
     """Median µs per binary GEMV in one CUDA graph of SEQ back-to-back calls, each on its own random codes
-    of the layer's shape (what a decode step sees: kernels in a row, weights streamed from HBM)."""
+    of the layer's shape (what a decode step sees: kernels in a row, weights streamed from HBM; the codes
+    are static, as the runtime declares a model's). kernel: as cuda_binary.gemv's."""
     words = [torch.randint_like(mod.words, -2**31, 2**31 - 1) for _ in range(SEQ)]
-    g = graph_of(lambda: [CB.gemv(w, zf, mod.scales, mod.bias, y) for w in words])
+    g = graph_of(lambda: [CB.gemv(w, zf, mod.scales, mod.bias, y, static_weights=True, kernel=kernel) for w in words])
     return t_us(g.replay) / SEQ
 
 

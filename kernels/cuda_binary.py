@@ -58,7 +58,7 @@ def load():
             lib.lq_lift_mappings.restype = I
             lib.lq_lift_mappings.argtypes = [I, I, I]
             lib.lq_binary_gemv.restype = I
-            lib.lq_binary_gemv.argtypes = [P, I, I, P, I, P, P, P, L, P, L, I, I, P]
+            lib.lq_binary_gemv.argtypes = [P, I, I, P, I, P, P, P, L, P, L, I, I, I, P]
             _lib = lib
             return lib
     return None
@@ -156,10 +156,16 @@ def lift_mappings(n1: int, n2: int, C: int) -> tuple[int, int]:
     return (rc >> 2) & 63, (rc >> 8) & 63
 
 
+GEMV_KERNELS = {"auto": 0, "plain": 2, "tma": 4}
+
+
 def gemv(words: torch.Tensor, zf: torch.Tensor, scales: torch.Tensor, bias, y: torch.Tensor,
-         residual: torch.Tensor | None = None):
+         residual: torch.Tensor | None = None, static_weights: bool = False, kernel: str = "auto"):
     """y [M, N] = scales * (u . q) + bias (+ residual) from the K-major code words [KW, N] (N % 4 == 0)
-    and the planes of u in zf."""
+    and the planes of u in zf. static_weights: the caller guarantees that no work queued before on the
+    stream writes the code words, so the kernel may start reading them before the previous kernel ends.
+    kernel (one token): "plain" the register-load GEMV, "tma" the one fed by the tensor memory accelerator
+    (sm_90+; elsewhere plain), "auto" the library's choice (TMA for layers of at most 32 rows per SM)."""
     KW, N = words.shape
     M = y.shape[0]
     if (words.dtype != torch.int32 or not words.is_contiguous() or words.data_ptr() % 16 or N % 4
@@ -169,13 +175,14 @@ def gemv(words: torch.Tensor, zf: torch.Tensor, scales: torch.Tensor, bias, y: t
             or (bias is not None and (bias.shape != (N,) or bias.dtype != torch.float32))
             or (residual is not None and (residual.shape != (M, N) or residual.dtype != y.dtype
                                           or residual.stride(1) != 1))
-            or any(t.device != y.device for t in (words, zf, scales) if t is not None)):
+            or any(t.device != y.device for t in (words, zf, scales) if t is not None) or kernel not in GEMV_KERNELS):
         raise LiftExportError("binary gemv: bad shapes, dtypes or devices")
     _check(load().lq_binary_gemv(words.data_ptr(), KW, N, zf.data_ptr(), zf.shape[1], scales.data_ptr(),
                                  bias.data_ptr() if bias is not None else None,
                                  residual.data_ptr() if residual is not None else None,
                                  residual.stride(0) if residual is not None else 0, y.data_ptr(), y.stride(0), M,
-                                 _DTYPES[y.dtype], _stream(y)), "binary gemv")
+                                 _DTYPES[y.dtype], int(bool(static_weights)) | GEMV_KERNELS[kernel], _stream(y)),
+           "binary gemv")
 
 
 QMAX = 2 ** (PLANES - 1) - 1

@@ -87,8 +87,9 @@ class TritonLiftGroup(nn.Module):
         self.register_buffer("bias", bias)
         self._ws: dict = {}
         self._lift_fits: bool | None = None  # whether the fused transform + planes kernel takes this input
-        # True once a lift_planes launch has waited for everything queued before it (so the kernels that
-        # wrote L, R, inv_s1 are complete): later launches may read them before their PDL wait
+        # True once a binary-route call has waited for everything queued before it (so the kernels that
+        # wrote L, R, inv_s1 and the code words are complete): later launches may read them before their
+        # PDL wait
         self._weights_settled = False
 
     def _apply(self, fn, *args, **kwargs):  # .to()/.half()/...: the buffers are new tensors
@@ -154,12 +155,12 @@ class TritonLiftGroup(nn.Module):
             if self._lift_fits:  # transform + planes in one CUDA launch
                 CB.lift_planes(x2, self.in_features, self.inv_s1, self.L, self.R, zf, rms=rms, glu=glu,
                                spc=LIFT_SPC, static_weights=self._weights_settled)
-                self._weights_settled = True
             else:
                 u = self._workspace("u", (M, self.n1 * self.R.shape[1]), torch.float32, x.device)
                 K.transform(x2, self.inv_s1, self.L, self.R, self.in_features, u, rms=rms, glu=glu)
                 CB.planes(u, self.K, zf)
-            CB.gemv(self.words, zf, self.scales, self.bias, y, residual=res2)
+            CB.gemv(self.words, zf, self.scales, self.bias, y, residual=res2, static_weights=self._weights_settled)
+            self._weights_settled = True
         elif route == "table":
             tabs = self._tables(x2, M, rms, glu)
             S = -(-self.KW // TABLE_CFG["SW"])

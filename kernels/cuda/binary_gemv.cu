@@ -2,7 +2,7 @@
 //
 // y[m, r] = scale[r] * sum_k u[m, k] * q[r, k] + bias[r] (+ residual[m, r]),  q = 2 * bit - 1.
 //
-// Two kernels:
+// Kernels:
 //   planes  cuts each token's lifted activation u (K values) into k-steps of 256 values; per k-step s
 //           it rounds u / zs_s to 16-bit integers zq (zs_s = max|u over the step| / (2^15 - 1)) and
 //           stores their 16 bit planes (word w of plane p: bit p of the integers of lifted indices
@@ -13,14 +13,19 @@
 //           all, each MMA gives for 16 rows and 8 planes popc(code bits & plane bits) over one k-step.
 //           S_s = sum_p w_p c_p (w_p = 2^p, w_15 = -2^15: two's complement) is sum_k zq[k] bit[k], and
 //           y = scale * sum_s zs_s (2 S_s - sum zq) + bias: exact but for rounding u to 16 bits per
-//           k-step (relative 2^-16 of the step's largest value) and float32 accumulation.
+//           k-step (relative 2^-16 of the step's largest value) and float32 accumulation. For one token
+//           on sm_90 the same MMAs can read codes and planes from a ring in shared memory that the tensor
+//           memory accelerator fills (gemv_tma_kernel; use_tma says where).
+//   lift_planes  the lifted transform of x (RMSNorm or SwiGLU fused in) and its planes in one launch.
 // C ABI (ctypes: liftexport/kernels/cuda_binary.py); every entry validates its arguments and returns
 // 0 or a nonzero code (negative: bad arguments, positive: the CUDA error).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>  // CUtensorMap, PFN_cuTensorMapEncodeTiled (resolved at run time: no libcuda link)
 
 #include <cstdint>
+#include <algorithm>
 #include <cstdlib>
 
 namespace {
@@ -55,6 +60,7 @@ constexpr int PLANE_WARPS = 8;           // k-steps per planes block (one per wa
 constexpr int LIFT_THREADS = 512, WIDE_LIFT_THREADS = 1024, WIDE_LIFT = 8192;
 
 enum DType { F32 = 0, F16 = 1, BF16 = 2 };
+enum GemvFlags { GEMV_STATIC = 1, GEMV_PLAIN = 2, GEMV_TMA = 4 };  // lq_binary_gemv's flags
 
 // Programmatic dependent launch (sm_90+): every kernel here is launched so that it may start while the
 // kernel before it in the stream finishes; it lets its own dependents start as soon as all its blocks
@@ -63,7 +69,8 @@ enum DType { F32 = 0, F16 = 1, BF16 = 2 };
 // reaches the kernel, and L2 is where writes of the previous kernel land), so a layer's launch latency
 // and the first loads of its codes overlap the previous kernel's tail. The one exception is opt-in:
 // lq_lift_planes with static_weights = 1 (the caller's promise that nothing queued before writes them)
-// stages its weights into shared memory before the wait. Elsewhere (sm_80, or
+// stages its weights into shared memory before the wait, and so does the TMA gemv with its codes
+// (lq_binary_gemv's static flag). Elsewhere (sm_80, or
 // LIFTEXPORT_PDL=0 in the environment) plain launches, and the two are no-ops.
 __device__ __forceinline__ void pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -617,6 +624,196 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
   }
 }
 
+// ---- The one-token GEMV fed by the tensor memory accelerator (sm_90: cp.async.bulk.tensor) ----
+// One producer thread per block streams boxes of codes and the matching planes into a ring of shared-memory
+// stages (LQ_TMA_KB, 80 KB by default); the consumer warps run the binary MMAs of gemv_kernel from shared
+// memory. A stage is the box of TMA_CK k-steps x 32 rows of the K-major words (8 TMA_CK rows of 128 bytes),
+// swizzled by the TMA's 128-byte pattern (16-byte chunk c of box row j at chunk c ^ (j & 7)), and the
+// TMA_CK k-steps of planes (528 bytes each, one bulk copy). A lane takes rows 4 pg .. 4 pg + 3 with
+// pg = (g >> 1) + 4 (g & 1), so that the eight lanes of each quarter-warp read eight distinct chunks (no bank
+// conflicts). Blocks are persistent: block b takes the tiles of 32 rows b, b + G, ... (G such that every
+// block has the same number), the producer runs ahead across tiles, and each tile's sums are reduced over
+// the warps in shared memory. With static codes the producer requests the first ring's worth before the
+// previous kernel ends (its planes after). Where it pays (use_tma): layers with no more tiles than SMs, so
+// a block's tile is (nearly) all in flight at once while the kernel before it, a latency-bound lift, runs:
+// in a stream of 8, 4096x4096 5.3 -> 4.8 us, 4096x11008 9.8 -> 8.7 us. Layers of many tiles stream at no
+// more than ~2.2 TB/s this way (28672x8192: 34.3 us against 28.7 for the register-load kernel; deeper rings
+// or L2 prefetch of the boxes beyond the ring do not help: bench/results/gemv_tma/).
+#ifndef LQ_TMA
+#define LQ_TMA 1  // which one-token gemvs take this kernel by default (use_tma; LIFTEXPORT_GEMV_TMA overrides)
+#endif
+#ifndef LQ_TMA_CK
+#define LQ_TMA_CK 8  // k-steps per stage (8 KB)
+#endif
+#ifndef LQ_TMA_WARPS
+#define LQ_TMA_WARPS 8  // consumer warps per block (plus one producer warp)
+#endif
+#ifndef LQ_TMA_KB
+#define LQ_TMA_KB 80  // the ring's KB per block (LIFTEXPORT_GEMV_TMA_KB overrides; decode step at 2.4 bits:
+                      // 64 KB 387 tok/s, 80 404, 96 402, 112 396, 144 388, 192 375)
+#endif
+constexpr int TMA_CK = LQ_TMA_CK, TMA_WARPS = LQ_TMA_WARPS, TMA_STAGE = TMA_CK * 8 * 128;
+constexpr int TMA_PSTAGE = TMA_CK * STEP_WORDS * 4;  // a stage's planes (528 bytes per k-step)
+static_assert(TMA_CK >= 1 && 8 * TMA_CK <= 256, "a TMA box has at most 256 rows");
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // (unused, so unwarned, in the sm_80 pass)
+__device__ __forceinline__ uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+#endif
+
+template <typename T>
+__global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
+    const __grid_constant__ CUtensorMap codes, int N, const uint32_t* __restrict__ zf, int steps,
+    const float* __restrict__ rscale, const float* __restrict__ bias, const T* __restrict__ res, T* __restrict__ y,
+    int stages, int tiles, int static_codes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ uint8_t dyn[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const uint32_t base0 = smem_addr(dyn), base = (base0 + 1023u) & ~1023u;  // the swizzle needs 1024-byte boxes
+  uint8_t* ring = dyn + (base - base0);                                   // [stages][TMA_STAGE] codes
+  uint8_t* pring = ring + stages * TMA_STAGE;                              // [stages][TMA_PSTAGE] planes
+  const uint32_t pbase = base + stages * TMA_STAGE;
+  const uint32_t bars = pbase + stages * TMA_PSTAGE;  // full[s] at bars + 8 s, empty[s] at bars + 8 (stages + s)
+  float* red = reinterpret_cast<float*>(pring + stages * TMA_PSTAGE + 16 * stages);  // [2][TMA_WARPS][32]
+  float* zred = red + 2 * TMA_WARPS * 32;                                          // [2][TMA_WARPS]
+  const int nch = (steps + TMA_CK - 1) / TMA_CK, G = gridDim.x;
+  const int iters = (tiles - (int)blockIdx.x + G - 1) / G * nch;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < stages; ++s) {
+      mbar_init(bars + 8 * s, 1);
+      mbar_init(bars + 8 * (stages + s), TMA_WARPS);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n fence.proxy.async.shared::cta;" ::: "memory");
+  }
+  __syncthreads();
+  pdl_trigger();
+  if (warp == TMA_WARPS) {  // the producer: one thread issues every copy
+    if (lane == 0) {
+      uint64_t policy;  // the codes are read once: evict first (evict-normal: 28672x8192 34.3 -> 35.6 us)
+      asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+      // stage it: the box of codes (chunk it % nch of tile b + it / nch * G) and the chunk's planes
+      auto plane_bytes = [&](int it) { return min(TMA_CK, steps - it % nch * TMA_CK) * STEP_WORDS * 4; };
+      auto load_codes = [&](int it) {
+        const int s = it % stages, tile = (int)blockIdx.x + it / nch * G, kw0 = it % nch * TMA_CK * 8;
+        const uint32_t full = bars + 8 * s;
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(full),
+                     "r"(TMA_STAGE + plane_bytes(it))
+                     : "memory");
+        asm volatile(
+            "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+            " [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(base + s * TMA_STAGE),
+            "l"(reinterpret_cast<uint64_t>(&codes)), "r"(tile * 32), "r"(kw0), "r"(full), "l"(policy)
+            : "memory");
+      };
+      auto load_planes = [&](int it) {
+        const int s = it % stages;
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                         pbase + s * TMA_PSTAGE),
+                     "l"(zf + (long long)(it % nch) * TMA_CK * STEP_WORDS), "r"(plane_bytes(it)), "r"(bars + 8 * s)
+                     : "memory");
+      };
+      // codes are weights: with static_codes the first ring's worth is requested before the previous kernel
+      // ends; the planes are that kernel's output, read only after it
+      const int first = min(stages, iters);
+      if (!static_codes) pdl_wait();
+      for (int it = 0; it < first; ++it) load_codes(it);
+      pdl_wait();
+      for (int it = 0; it < first; ++it) load_planes(it);
+      for (int it = first; it < iters; ++it) {
+        mbar_wait(bars + 8 * (stages + it % stages), (it / stages - 1) & 1);
+        load_codes(it);
+        load_planes(it);
+      }
+    }
+    return;
+  }
+  pdl_wait();  // y may be read by the kernel before this one
+  const int g = lane >> 2, t = lane & 3, pg = (g >> 1) + 4 * (g & 1);
+  float pw[2][2];
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    pw[j][0] = plane_weight(8 * j + 2 * t);
+    pw[j][1] = plane_weight(8 * j + 2 * t + 1);
+  }
+  float acc[4] = {0.f, 0.f, 0.f, 0.f}, zacc = 0.f;
+  int ntile = 0;
+  for (int it = 0; it < iters; ++it) {
+    const int s = it % stages, ch = it % nch;
+    mbar_wait(bars + 8 * s, (it / stages) & 1);
+    for (int q = warp; q < TMA_CK && ch * TMA_CK + q < steps; q += TMA_WARPS) {
+      const uint8_t* zp = pring + s * TMA_PSTAGE + q * STEP_WORDS * 4;
+      const uint4 za = reinterpret_cast<const uint4*>(zp)[lane];
+      const uint2 zb = *reinterpret_cast<const uint2*>(zp + 32 * 16);
+      const uint8_t* box = ring + s * TMA_STAGE + q * 8 * 128;
+      const uint4 wa = *reinterpret_cast<const uint4*>(box + t * 128 + ((pg ^ t) << 4));
+      const uint4 wb = *reinterpret_cast<const uint4*>(box + (4 + t) * 128 + ((pg ^ (4 + t)) << 4));
+      const float zs = __uint_as_float(zb.x);
+      zacc += __uint_as_float(zb.y);
+      const uint32_t b[4] = {za.x, za.y, za.z, za.w};
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        int c0[4], c1[4];
+        bmma(c0, wa.x, wa.y, wb.x, wb.y, b[2 * j], b[2 * j + 1]);
+        bmma(c1, wa.z, wa.w, wb.z, wb.w, b[2 * j], b[2 * j + 1]);
+        const float w0 = pw[j][0] * zs, w1 = pw[j][1] * zs;
+        acc[0] = fmaf((float)c0[0], w0, fmaf((float)c0[1], w1, acc[0]));
+        acc[1] = fmaf((float)c0[2], w0, fmaf((float)c0[3], w1, acc[1]));
+        acc[2] = fmaf((float)c1[0], w0, fmaf((float)c1[1], w1, acc[2]));
+        acc[3] = fmaf((float)c1[2], w0, fmaf((float)c1[3], w1, acc[3]));
+      }
+    }
+    __syncwarp();
+    if (lane == 0) mbar_arrive(bars + 8 * (stages + s));
+    if (ch == nch - 1) {  // the tile's sums: over t by shuffles, over warps in shared memory
+      const int par = ntile & 1, row0 = ((int)blockIdx.x + ntile * G) * 32;
+      float* rd = red + par * TMA_WARPS * 32;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float v = acc[e];
+        v += __shfl_xor_sync(~0u, v, 1);
+        v += __shfl_xor_sync(~0u, v, 2);
+        if (t == 0) rd[warp * 32 + 4 * pg + e] = v;
+        acc[e] = 0.f;
+      }
+      if (lane == 0) zred[par * TMA_WARPS + warp] = zacc;
+      zacc = 0.f;
+      asm volatile("bar.sync 1, %0;" ::"n"(TMA_WARPS * 32) : "memory");
+      if (warp == 0 && row0 + lane < N) {
+        float S = 0.f, Z = 0.f;
+#pragma unroll
+        for (int w = 0; w < TMA_WARPS; ++w) {
+          S += rd[w * 32 + lane];
+          Z += zred[par * TMA_WARPS + w];
+        }
+        const int row = row0 + lane;
+        float v = rscale[row] * (2.f * S - Z);
+        if (bias) v += bias[row];
+        if (res) v += to_f(res[row]);
+        y[row] = from_f<T>(v);
+      }
+      ++ntile;
+    }
+  }
+#else
+  __trap();  // launched only on sm_90 and newer
+#endif
+}
+
 // Whether launches on the current device use programmatic dependent launch (see pdl_wait).
 bool use_pdl() {
   static const bool off = [] {
@@ -647,9 +844,93 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, int threads, size_t sme
   return e != cudaSuccess ? e : cudaGetLastError();
 }
 
+// cuTensorMapEncodeTiled of the installed driver, or null (then the register-load gemv runs).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+#if CUDART_VERSION >= 12050
+    const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q);
+#else
+    const cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &p, cudaEnableDefault, &q);
+#endif
+    if (e != cudaSuccess || q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      p = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// An integer setting from the environment, def where unset or out of [lo, hi].
+int env_int(const char* name, int lo, int hi, int def) {
+  const char* v = std::getenv(name);
+  const int k = v ? std::atoi(v) : def;
+  return k >= lo && k <= hi ? k : def;
+}
+
+// The ring's bytes per block: LIFTEXPORT_GEMV_TMA_KB (16..220) or LQ_TMA_KB.
+int tma_ring_bytes() {
+  static const int kb = env_int("LIFTEXPORT_GEMV_TMA_KB", 16, 220, LQ_TMA_KB);
+  return kb * 1024;
+}
+
+// Whether a one-token gemv of N rows takes the TMA kernel. It can where the GPU is sm_90+ and the
+// driver's encoder was found. Asked for (flags GEMV_TMA) it does, GEMV_PLAIN it does not; otherwise by
+// LIFTEXPORT_GEMV_TMA (LQ_TMA at build time): 0 never, 2 always, 1 (default) where the layer has no more
+// tiles of 32 rows than the GPU has SMs, so that each block takes one tile, most or all of it requested
+// into shared memory before the previous kernel ends. Measured in the decode step of the 7B-shaped model
+// at 2.4 bits (bench/RESULTS.md, issue 7): that rule (o_proj and down_proj) 386.5 -> 404.3 tok/s with 80 KB
+// rings, o_proj alone 394; with 96 KB rings every one-token gemv 370, up to 12288 rows 396. (2.0 bits:
+// 399.8 -> 393.9, 3.0 bits: 337.4 -> 343.9.)
+bool use_tma(int dev, int N, int sms, int flags) {
+  static const int mode = env_int("LIFTEXPORT_GEMV_TMA", 0, 2, LQ_TMA);
+  int major = 0;
+  if ((flags & GEMV_PLAIN) || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      major < 9 || tensor_map_encoder() == nullptr)
+    return false;
+  if (flags & GEMV_TMA) return true;
+  return mode == 2 || (mode == 1 && (N + 31) / 32 <= sms);
+}
+
+// The TMA gemv for one token (see gemv_tma_kernel); cudaErrorNotSupported where the tensor map is refused.
+template <typename T>
+cudaError_t launch_gemv_tma(const uint32_t* words, int KW, int N, const uint32_t* zf, int steps, const float* rscale,
+                            const float* bias, const T* res, T* y, bool static_codes, int dev, int sms,
+                            cudaStream_t stream) {
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {(cuuint64_t)N, (cuuint64_t)KW};  // rows innermost: words[kw * N + r]
+  const cuuint64_t strides[1] = {(cuuint64_t)N * 4};
+  const cuuint32_t box[2] = {32, 8 * TMA_CK}, one[2] = {1, 1};
+  if (tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, const_cast<uint32_t*>(words), dims, strides, box,
+                           one, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                           CU_TENSOR_MAP_L2_PROMOTION_NONE,  // (64/128/256-byte promotion: no change)
+                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+    return cudaErrorNotSupported;
+  int optin = 0;
+  cudaError_t e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e != cudaSuccess) return e;
+  const int tiles = (N + 31) / 32, nch = (steps + TMA_CK - 1) / TMA_CK;
+  const int per = (tiles + sms - 1) / sms, G = (tiles + per - 1) / per;  // every block per (or per - 1 for one) tiles
+  const size_t fixed = 1024 + 2 * TMA_WARPS * 33 * sizeof(float), per_stage = TMA_STAGE + TMA_PSTAGE + 16;
+  int stages = std::min(tma_ring_bytes() / (int)per_stage, per * nch);
+  stages = std::min(stages, (int)((optin - fixed) / per_stage));
+  if (stages < 1) return cudaErrorNotSupported;
+  const size_t smem = fixed + (size_t)stages * per_stage;
+  static unsigned long long attr_set = 0;  // per instantiation, a bit per device
+  if (dev >= 64 || !(attr_set >> dev & 1)) {
+    e = cudaFuncSetAttribute(gemv_tma_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    if (e != cudaSuccess) return e;
+    if (dev < 64) attr_set |= 1ULL << dev;
+  }
+  return launch(gemv_tma_kernel<T>, dim3(G), (TMA_WARPS + 1) * 32, smem, stream, map, N, zf, steps, rscale, bias, res,
+                y, stages, tiles, static_codes ? 1 : 0);
+}
+
 template <int MB, typename T>
 cudaError_t launch_gemv(const uint32_t* words, int KW, int N, const uint32_t* zf, int steps, const float* rscale,
-                        const float* bias, const void* res, long long ldr, void* y, long long ldy, int M,
+                        const float* bias, const void* res, long long ldr, void* y, long long ldy, int M, int flags,
                         cudaStream_t stream) {
   const dim3 grid((N + 31) / 32, (M + MB - 1) / MB);
   int dev = 0, sms = 0;
@@ -657,6 +938,11 @@ cudaError_t launch_gemv(const uint32_t* words, int KW, int N, const uint32_t* zf
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   if (e != cudaSuccess) return e;
   if constexpr (MB == 1) {
+    if (use_tma(dev, N, sms, flags)) {
+      e = launch_gemv_tma<T>(words, KW, N, zf, steps, rscale, bias, static_cast<const T*>(res), static_cast<T*>(y),
+                             flags & GEMV_STATIC, dev, sms, stream);
+      if (e != cudaErrorNotSupported) return e;
+    }
     if ((int)grid.x >= WIDE_BLOCKS_PER_SM * sms) {
       return launch(gemv_kernel<MB, 4, T>, grid, 4 * 32, 0, stream, words, KW, N, zf, steps, rscale, bias,
                     static_cast<const T*>(res), ldr, static_cast<T*>(y), ldy, M);
@@ -668,9 +954,9 @@ cudaError_t launch_gemv(const uint32_t* words, int KW, int N, const uint32_t* zf
 
 template <typename T>
 cudaError_t dispatch_gemv(const uint32_t* words, int KW, int N, const uint32_t* zf, int steps, const float* rscale,
-                          const float* bias, const void* res, long long ldr, void* y, long long ldy, int M,
+                          const float* bias, const void* res, long long ldr, void* y, long long ldy, int M, int flags,
                           cudaStream_t stream) {
-#define LQ_ARGS words, KW, N, zf, steps, rscale, bias, res, ldr, y, ldy, M, stream
+#define LQ_ARGS words, KW, N, zf, steps, rscale, bias, res, ldr, y, ldy, M, flags, stream
   if (M == 1) return launch_gemv<1, T>(LQ_ARGS);
   if (M == 2) return launch_gemv<2, T>(LQ_ARGS);
   return launch_gemv<4, T>(LQ_ARGS);
@@ -851,20 +1137,24 @@ __attribute__((visibility("default"))) int lq_binary_planes(const void* u, int d
 
 // y [M, N] (row stride ldy; dtype as above; residual the same dtype with row stride ldr, or null) from
 // the K-major code words [KW, N] (N % 4 == 0, 16-byte aligned), the planes of lq_binary_planes
-// (steps k-steps, KW <= 8 * steps), per-row scale [N] and bias [N] (or null).
+// (steps k-steps, KW <= 8 * steps), per-row scale [N] and bias [N] (or null). flags: 1 (static weights)
+// no work queued earlier in the stream writes the code words, so with programmatic dependent launch the
+// kernel may read them before it waits for the previous kernel; for one token, 2 the register-load kernel,
+// 4 the TMA kernel where it can run (sm_90+), neither: the library's choice (use_tma).
 __attribute__((visibility("default"))) int lq_binary_gemv(const uint32_t* words, int KW, int N, const uint32_t* zf,
                                                           int steps, const float* rscale, const float* bias,
                                                           const void* res, long long ldr, void* y, long long ldy,
-                                                          int M, int dtype, cudaStream_t stream) {
+                                                          int M, int dtype, int flags, cudaStream_t stream) {
   if (!words || !zf || !rscale || !y || KW < 1 || N < 4 || N % 4 || M < 0 || KW > 8 * steps || ldy < N ||
-      (res && ldr < N) || reinterpret_cast<uintptr_t>(words) % 16 || reinterpret_cast<uintptr_t>(zf) % 16)
+      (res && ldr < N) || reinterpret_cast<uintptr_t>(words) % 16 || reinterpret_cast<uintptr_t>(zf) % 16 ||
+      flags < 0 || flags > (GEMV_STATIC | GEMV_TMA) || N > (1 << 30) || KW > (1 << 26))  // (plain and TMA: 6, 7)
     return -1;
   if (M == 0) return 0;
   cudaError_t e;
   switch (dtype) {
-    case F32: e = dispatch_gemv<float>(words, KW, N, zf, steps, rscale, bias, res, ldr, y, ldy, M, stream); break;
-    case F16: e = dispatch_gemv<__half>(words, KW, N, zf, steps, rscale, bias, res, ldr, y, ldy, M, stream); break;
-    case BF16: e = dispatch_gemv<__nv_bfloat16>(words, KW, N, zf, steps, rscale, bias, res, ldr, y, ldy, M, stream); break;
+    case F32: e = dispatch_gemv<float>(words, KW, N, zf, steps, rscale, bias, res, ldr, y, ldy, M, flags, stream); break;
+    case F16: e = dispatch_gemv<__half>(words, KW, N, zf, steps, rscale, bias, res, ldr, y, ldy, M, flags, stream); break;
+    case BF16: e = dispatch_gemv<__nv_bfloat16>(words, KW, N, zf, steps, rscale, bias, res, ldr, y, ldy, M, flags, stream); break;
     default: return -2;
   }
   return (int)e;

@@ -62,6 +62,35 @@ def test_gemv_matches_float64(N, Kl, M, dtype):
     assert float((y2.double() - ref2).abs().max() / ref2.abs().max()) <= TOL[dtype]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
+                    reason="the TMA GEMV runs on sm_90+")
+@pytest.mark.parametrize("N,Kl", SHAPES + [(28672, 19680), (4100, 2561), (11008, 9840)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tma_gemv_agrees_with_register_kernel(N, Kl, dtype):
+    """One token: the TMA GEMV (sm_90+) against the register-load kernel on the same planes (the same
+    partial sums, so within float32 rounding: 1e-5 of the largest output), also with static code words and
+    as the library chooses, each against float64."""
+    words, scales, bias = _layer(N, Kl, seed=N + 7 * Kl)
+    u = (torch.randn(1, Kl, device="cuda") * torch.logspace(-2, 1, Kl, device="cuda")).to(dtype)
+    zf = CB.workspace(1, Kl, "cuda")
+    CB.planes(u, Kl, zf)
+    res = torch.randn(1, N, device="cuda").to(dtype)
+    ys = {}
+    for name, kw in (("tma", {"kernel": "tma"}), ("static", {"kernel": "tma", "static_weights": True}),
+                     ("plain", {"kernel": "plain"}), ("auto", {})):
+        ys[name] = torch.full((1, N), float("nan"), dtype=dtype, device="cuda")
+        CB.gemv(words, zf, scales, bias, ys[name], residual=res, **kw)
+    torch.cuda.synchronize()
+    assert torch.equal(ys["tma"], ys["static"])
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert torch.equal(ys["auto"], ys["tma" if -(-N // 32) <= sms else "plain"])  # the default rule
+    ref = _reference(u, words, Kl, scales, bias, res)
+    if dtype == torch.float32:
+        assert float((ys["tma"] - ys["plain"]).abs().max() / ref.abs().max()) <= 1e-5
+    for y in ys.values():
+        assert float((y.double() - ref).abs().max() / ref.abs().max()) <= TOL[dtype]
+
+
 def test_repeated_calls_in_a_cuda_graph():
     N, Kl = 4096, 9840
     words, scales, bias = _layer(N, Kl, seed=5)
@@ -115,6 +144,12 @@ def test_bad_arguments_raise():
         CB.gemv(words, zf, scales, bias, torch.empty(1, 32, device="cuda"))  # y width
     with pytest.raises(LiftExportError, match="gemv"):
         CB.gemv(torch.cat([words, words]), zf, scales, bias, y)  # more code words than planes
+    for flags in (6, 8, -1):  # plain and TMA at once, an unknown bit, negative (at the C ABI)
+        assert CB.load().lq_binary_gemv(words.data_ptr(), words.shape[0], words.shape[1], zf.data_ptr(), zf.shape[1],
+                                        scales.data_ptr(), None, None, 0, y.data_ptr(), y.shape[1], 1, 0, flags,
+                                        None) == -1
+    with pytest.raises(LiftExportError, match="gemv"):
+        CB.gemv(words, zf, scales, bias, y, kernel="fast")
     with pytest.raises(LiftExportError, match="gemv"):
         CB.gemv(words, zf, scales, bias, y, residual=torch.empty(1, 36, device="cuda", dtype=torch.float16))
 
@@ -176,7 +211,8 @@ def test_dependent_chain_of_launches(static):
     may start before the previous one ends): every lift_planes reads the previous GEMV's output, every GEMV
     the planes just written and the previous output as residual. static=False: the transform factor L is
     rewritten by a torch kernel right before each lift_planes; static=True: L is written once beforehand
-    and lift_planes reads the weights before waiting (static_weights). Eager and in a CUDA graph, fresh
+    and lift_planes reads the weights before waiting (static_weights); likewise the GEMV's code words (the
+    TMA GEMV on sm_90 reads them before its wait when static). Eager and in a CUDA graph, fresh
     inputs per replay; each layer is checked against float64 from the input the kernels gave it."""
     from liftexport.runtime.triton_linear import torch_prologue
     from liftexport.transform import lift_with_factors
@@ -196,14 +232,18 @@ def test_dependent_chain_of_launches(static):
     Ls = [Lf * (1.0 + 0.25 * i) for i in range(layers)]
     torch.cuda.synchronize()
 
+    wbuf = torch.empty_like(weights[0][0])
+
     def chain():
         for i, (w, s, b) in enumerate(weights):
             if static:
                 CB.lift_planes(xs[i], in_f, inv, Ls[i], Rf, zf, rms=(nw, 1e-5), static_weights=True)
+                CB.gemv(w, zf, s, b, xs[i + 1], residual=xs[i], static_weights=True)
             else:
                 torch.mul(Lf, 1.0 + 0.25 * i, out=Lw)
                 CB.lift_planes(xs[i], in_f, inv, Lw, Rf, zf, rms=(nw, 1e-5))
-            CB.gemv(w, zf, s, b, xs[i + 1], residual=xs[i])
+                wbuf.copy_(w)  # the code words too are written right before the GEMV that reads them
+                CB.gemv(wbuf, zf, s, b, xs[i + 1], residual=xs[i])
 
     def check():
         torch.cuda.synchronize()
