@@ -637,8 +637,8 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
 // previous kernel ends (its planes after). Where it pays (use_tma): layers with no more tiles than SMs, so
 // a block's tile is (nearly) all in flight at once while the kernel before it, a latency-bound lift, runs:
 // in a stream of 8, 4096x4096 5.3 -> 4.8 us, 4096x11008 9.8 -> 8.7 us. Layers of many tiles stream at no
-// more than ~2.2 TB/s this way (28672x8192: 34.3 us against 28.7 for the register-load kernel; deeper rings
-// or L2 prefetch of the boxes beyond the ring do not help: bench/results/gemv_tma/).
+// more than ~2.2 TB/s this way (28672x8192: 34.3 us against 28.7 for the register-load kernel; deeper rings,
+// L2 prefetch of the boxes beyond the ring or another order of the tiles do not help: bench/results/gemv_tma/).
 #ifndef LQ_TMA
 #define LQ_TMA 1  // which one-token gemvs take this kernel by default (use_tma; LIFTEXPORT_GEMV_TMA overrides)
 #endif
