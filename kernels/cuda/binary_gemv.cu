@@ -626,8 +626,8 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
 
 // ---- The one-token GEMV fed by the tensor memory accelerator (sm_90: cp.async.bulk.tensor) ----
 // One producer thread per block streams boxes of codes and the matching planes into a ring of shared-memory
-// stages (LQ_TMA_KB, 80 KB by default); the consumer warps run the binary MMAs of gemv_kernel from shared
-// memory. A stage is the box of TMA_CK k-steps x 32 rows of the K-major words (8 TMA_CK rows of 128 bytes),
+// stages (LQ_TMA_KB, 80 KB by default: three stages); the consumer warps run the binary MMAs of gemv_kernel
+// from shared memory. A stage is the box of TMA_CK k-steps x 32 rows of the K-major words (8 TMA_CK rows of 128 bytes),
 // swizzled by the TMA's 128-byte pattern (16-byte chunk c of box row j at chunk c ^ (j & 7)), and the
 // TMA_CK k-steps of planes (528 bytes each, one bulk copy). A lane takes rows 4 pg .. 4 pg + 3 with
 // pg = (g >> 1) + 4 (g & 1), so that the eight lanes of each quarter-warp read eight distinct chunks (no bank
@@ -636,21 +636,23 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
 // the warps in shared memory. With static codes the producer requests the first ring's worth before the
 // previous kernel ends (its planes after). Where it pays (use_tma): layers with no more tiles than SMs, so
 // a block's tile is (nearly) all in flight at once while the kernel before it, a latency-bound lift, runs:
-// in a stream of 8, 4096x4096 5.3 -> 4.8 us, 4096x11008 9.8 -> 8.7 us. Layers of many tiles stream at no
-// more than ~2.2 TB/s this way (28672x8192: 34.3 us against 28.7 for the register-load kernel; deeper rings,
-// L2 prefetch of the boxes beyond the ring or another order of the tiles do not help: bench/results/gemv_tma/).
+// in a stream of 8, 4096x11008 9.8 -> 8.1 us. Layers of many tiles stream slower than with the register-load
+// kernel (28672x8192: 30.0 against 28.7 us; 8192x8192: 10.8 against 9.9), the TMA's cost being per box more
+// than per byte (8-k-step boxes: 33.7 us; larger rings, L2 prefetch of the boxes beyond the ring or another
+// order of the tiles do not help: bench/results/gemv_tma/).
 #ifndef LQ_TMA
 #define LQ_TMA 1  // which one-token gemvs take this kernel by default (use_tma; LIFTEXPORT_GEMV_TMA overrides)
 #endif
 #ifndef LQ_TMA_CK
-#define LQ_TMA_CK 8  // k-steps per stage (8 KB)
+#define LQ_TMA_CK 16  // k-steps per stage (16 KB of codes; a stream of 8 28672x8192 gemvs, us per call, with
+                      // 4, 8, 16, 32: 54.3, 33.7, 30.0, 28.5: the TMA's cost is per box more than per byte)
 #endif
 #ifndef LQ_TMA_WARPS
 #define LQ_TMA_WARPS 8  // consumer warps per block (plus one producer warp)
 #endif
 #ifndef LQ_TMA_KB
-#define LQ_TMA_KB 80  // the ring's KB per block (LIFTEXPORT_GEMV_TMA_KB overrides; decode step at 2.4 bits:
-                      // 64 KB 387 tok/s, 80 404, 96 402, 112 396, 144 388, 192 375)
+#define LQ_TMA_KB 80  // the ring's KB per block (LIFTEXPORT_GEMV_TMA_KB overrides; decode step at 2.4 bits
+                      // with 8-k-step stages: 64 KB 387 tok/s, 80 404, 96 402, 112 396, 144 388, 192 375)
 #endif
 constexpr int TMA_CK = LQ_TMA_CK, TMA_WARPS = LQ_TMA_WARPS, TMA_STAGE = TMA_CK * 8 * 128;
 constexpr int TMA_PSTAGE = TMA_CK * STEP_WORDS * 4;  // a stage's planes (528 bytes per k-step)
@@ -881,9 +883,9 @@ int tma_ring_bytes() {
 // LIFTEXPORT_GEMV_TMA (LQ_TMA at build time): 0 never, 2 always, 1 (default) where the layer has no more
 // tiles of 32 rows than the GPU has SMs, so that each block takes one tile, most or all of it requested
 // into shared memory before the previous kernel ends. Measured in the decode step of the 7B-shaped model
-// at 2.4 bits (bench/RESULTS.md, issue 7): that rule (o_proj and down_proj) 386.5 -> 404.3 tok/s with 80 KB
-// rings, o_proj alone 394; with 96 KB rings every one-token gemv 370, up to 12288 rows 396. (2.0 bits:
-// 399.8 -> 393.9, 3.0 bits: 337.4 -> 343.9.)
+// (bench/RESULTS.md, issue 7): that rule (o_proj and down_proj) against the register-load kernel, 2.0 / 2.4 /
+// 3.0 bits, 399.5 / 385.9 / 337.3 -> 421.8 / 410.2 / 349.2 tok/s; every one-token gemv 396 / 344 at 2.4 /
+// 3.0 bits (16-k-step stages). With 8-k-step stages at 2.4 bits: o_proj alone 394, up to 12288 rows 396.
 bool use_tma(int dev, int N, int sms, int flags) {
   static const int mode = env_int("LIFTEXPORT_GEMV_TMA", 0, 2, LQ_TMA);
   int major = 0;
