@@ -166,6 +166,8 @@ def gemv(words: torch.Tensor, zf: torch.Tensor, scales: torch.Tensor, bias, y: t
     stream writes the code words, so the kernel may start reading them before the previous kernel ends.
     kernel (one token): "plain" the register-load GEMV, "tma" the one fed by the tensor memory accelerator
     (sm_90+; elsewhere plain), "auto" the library's choice (TMA for layers of at most 32 rows per SM)."""
+    if kernel not in GEMV_KERNELS:
+        raise LiftExportError(f"binary gemv: kernel {kernel!r}: expected one of {', '.join(GEMV_KERNELS)}")
     KW, N = words.shape
     M = y.shape[0]
     if (words.dtype != torch.int32 or not words.is_contiguous() or words.data_ptr() % 16 or N % 4
@@ -175,7 +177,7 @@ def gemv(words: torch.Tensor, zf: torch.Tensor, scales: torch.Tensor, bias, y: t
             or (bias is not None and (bias.shape != (N,) or bias.dtype != torch.float32))
             or (residual is not None and (residual.shape != (M, N) or residual.dtype != y.dtype
                                           or residual.stride(1) != 1))
-            or any(t.device != y.device for t in (words, zf, scales) if t is not None) or kernel not in GEMV_KERNELS):
+            or any(t.device != y.device for t in (words, zf, scales) if t is not None)):
         raise LiftExportError("binary gemv: bad shapes, dtypes or devices")
     _check(load().lq_binary_gemv(words.data_ptr(), KW, N, zf.data_ptr(), zf.shape[1], scales.data_ptr(),
                                  bias.data_ptr() if bias is not None else None,

@@ -493,6 +493,47 @@ __device__ __forceinline__ float plane_weight(int p) {
   return p == P - 1 ? -(float)(1 << (P - 1)) : (float)(1 << p);
 }
 
+// The weights of the planes in lane t's accumulator columns: pw[j][i] for plane 8 j + 2 t + i.
+__device__ __forceinline__ void lane_plane_weights(float (&pw)[2][2], int t) {
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    pw[j][0] = plane_weight(8 * j + 2 * t);
+    pw[j][1] = plane_weight(8 * j + 2 * t + 1);
+  }
+}
+
+// One k-step of a lane's four rows (both gemv kernels): wa, wb its code words 8 s + t and 8 s + 4 + t of the
+// rows, za its plane words and zb the step's zs, zs sum(zq); four binary MMAs, counts scaled into acc (one
+// float32 per row) and zs sum(zq) into zacc.
+__device__ __forceinline__ void mma_step(float (&acc)[4], float& zacc, const uint4& wa, const uint4& wb,
+                                         const uint4& za, const uint2& zb, const float (&pw)[2][2]) {
+  const float zs = __uint_as_float(zb.x);
+  zacc += __uint_as_float(zb.y);
+  const uint32_t b[4] = {za.x, za.y, za.z, za.w};
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    int c0[4], c1[4];
+    bmma(c0, wa.x, wa.y, wb.x, wb.y, b[2 * j], b[2 * j + 1]);
+    bmma(c1, wa.z, wa.w, wb.z, wb.w, b[2 * j], b[2 * j + 1]);
+    const float w0 = pw[j][0] * zs, w1 = pw[j][1] * zs;
+    acc[0] = fmaf((float)c0[0], w0, fmaf((float)c0[1], w1, acc[0]));  // row 4 g (of the lane's four)
+    acc[1] = fmaf((float)c0[2], w0, fmaf((float)c0[3], w1, acc[1]));  // row 4 g + 1
+    acc[2] = fmaf((float)c1[0], w0, fmaf((float)c1[1], w1, acc[2]));  // row 4 g + 2
+    acc[3] = fmaf((float)c1[2], w0, fmaf((float)c1[3], w1, acc[3]));  // row 4 g + 3
+  }
+}
+
+// Output row of token m from its summed counts S and zs sum(zq) Z: scale (2 S - Z) + bias (+ residual).
+template <typename T>
+__device__ __forceinline__ void store_row(T* __restrict__ y, long long ldy, const T* __restrict__ res, long long ldr,
+                                          const float* __restrict__ rscale, const float* __restrict__ bias, int m,
+                                          int row, float S, float Z) {
+  float v = rscale[row] * (2.f * S - Z);
+  if (bias) v += bias[row];
+  if (res) v += to_f(res[(long long)m * ldr + row]);
+  y[(long long)m * ldy + row] = from_f<T>(v);
+}
+
 // One block per (32 rows, MB tokens). Lane 4 g + t loads, per k-step s, the 16-byte runs of words
 // 8 s + t and 8 s + 4 + t of rows r0 + 4 g .. r0 + 4 g + 3 (a warp's load: four fully used 128-byte
 // lines); rows 4 g, 4 g + 1 are MMA rows g, g + 8 of tile 0, rows 4 g + 2, 4 g + 3 those of tile 1.
@@ -518,11 +559,7 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
     for (int e = 0; e < 4; ++e) acc[mb][e] = 0.f;
   }
   float pw[2][2];
-#pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    pw[j][0] = plane_weight(8 * j + 2 * t);
-    pw[j][1] = plane_weight(8 * j + 2 * t + 1);
-  }
+  lane_plane_weights(pw, t);
   pdl_trigger();
 #pragma unroll
   for (int q = 0; q < U * LQ_PF; ++q) {  // the first rounds' codes into L2 while the previous kernel finishes
@@ -558,20 +595,7 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
 #pragma unroll
       for (int mb = 0; mb < MB; ++mb) {
         if (m0 + mb >= M) break;
-        const float zs = __uint_as_float(zb[q][mb].x);
-        zacc[mb] += __uint_as_float(zb[q][mb].y);
-        const uint32_t b[4] = {za[q][mb].x, za[q][mb].y, za[q][mb].z, za[q][mb].w};
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          int c0[4], c1[4];
-          bmma(c0, wa[q].x, wa[q].y, wb[q].x, wb[q].y, b[2 * j], b[2 * j + 1]);
-          bmma(c1, wa[q].z, wa[q].w, wb[q].z, wb[q].w, b[2 * j], b[2 * j + 1]);
-          const float w0 = pw[j][0] * zs, w1 = pw[j][1] * zs;
-          acc[mb][0] = fmaf((float)c0[0], w0, fmaf((float)c0[1], w1, acc[mb][0]));  // row 4 g
-          acc[mb][1] = fmaf((float)c0[2], w0, fmaf((float)c0[3], w1, acc[mb][1]));  // row 4 g + 1
-          acc[mb][2] = fmaf((float)c1[0], w0, fmaf((float)c1[1], w1, acc[mb][2]));  // row 4 g + 2
-          acc[mb][3] = fmaf((float)c1[2], w0, fmaf((float)c1[3], w1, acc[mb][3]));  // row 4 g + 3
-        }
+        mma_step(acc[mb], zacc[mb], wa[q], wb[q], za[q][mb], zb[q][mb], pw);
       }
     }
   };
@@ -617,10 +641,7 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
       S += red[w][mb][rr];
       Z += zred[w][mb];
     }
-    float v = rscale[row] * (2.f * S - Z);
-    if (bias) v += bias[row];
-    if (res) v += to_f(res[(long long)m * ldr + row]);
-    y[(long long)m * ldy + row] = from_f<T>(v);
+    store_row(y, ldy, res, ldr, rscale, bias, m, row, S, Z);
   }
 }
 
@@ -747,11 +768,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
   pdl_wait();  // y may be read by the kernel before this one
   const int g = lane >> 2, t = lane & 3, pg = (g >> 1) + 4 * (g & 1);
   float pw[2][2];
-#pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    pw[j][0] = plane_weight(8 * j + 2 * t);
-    pw[j][1] = plane_weight(8 * j + 2 * t + 1);
-  }
+  lane_plane_weights(pw, t);
   float acc[4] = {0.f, 0.f, 0.f, 0.f}, zacc = 0.f;
   int ntile = 0;
   for (int it = 0; it < iters; ++it) {
@@ -764,20 +781,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
       const uint8_t* box = ring + s * TMA_STAGE + q * 8 * 128;
       const uint4 wa = *reinterpret_cast<const uint4*>(box + t * 128 + ((pg ^ t) << 4));
       const uint4 wb = *reinterpret_cast<const uint4*>(box + (4 + t) * 128 + ((pg ^ (4 + t)) << 4));
-      const float zs = __uint_as_float(zb.x);
-      zacc += __uint_as_float(zb.y);
-      const uint32_t b[4] = {za.x, za.y, za.z, za.w};
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        int c0[4], c1[4];
-        bmma(c0, wa.x, wa.y, wb.x, wb.y, b[2 * j], b[2 * j + 1]);
-        bmma(c1, wa.z, wa.w, wb.z, wb.w, b[2 * j], b[2 * j + 1]);
-        const float w0 = pw[j][0] * zs, w1 = pw[j][1] * zs;
-        acc[0] = fmaf((float)c0[0], w0, fmaf((float)c0[1], w1, acc[0]));
-        acc[1] = fmaf((float)c0[2], w0, fmaf((float)c0[3], w1, acc[1]));
-        acc[2] = fmaf((float)c1[0], w0, fmaf((float)c1[1], w1, acc[2]));
-        acc[3] = fmaf((float)c1[2], w0, fmaf((float)c1[3], w1, acc[3]));
-      }
+      mma_step(acc, zacc, wa, wb, za, zb, pw);
     }
     __syncwarp();
     if (lane == 0) mbar_arrive(bars + 8 * (stages + s));
@@ -802,11 +806,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
           S += rd[w * 32 + lane];
           Z += zred[par * TMA_WARPS + w];
         }
-        const int row = row0 + lane;
-        float v = rscale[row] * (2.f * S - Z);
-        if (bias) v += bias[row];
-        if (res) v += to_f(res[row]);
-        y[row] = from_f<T>(v);
+        store_row(y, 0, res, 0, rscale, bias, 0, row0 + lane, S, Z);
       }
       ++ntile;
     }
@@ -844,6 +844,16 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, int threads, size_t sme
   cfg.numAttrs = use_pdl() ? 1 : 0;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...);
   return e != cudaSuccess ? e : cudaGetLastError();
+}
+
+// Lets kernel launch with smem bytes of dynamic shared memory: above the 48 KB default a kernel must opt in.
+// opted: what the kernel (one template instance: a static at the call site) may use so far.
+template <typename... Params>
+cudaError_t allow_dynamic_smem(void (*kernel)(Params...), size_t smem, size_t& opted) {
+  if (smem <= opted) return cudaSuccess;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e == cudaSuccess) opted = smem;
+  return e;
 }
 
 // cuTensorMapEncodeTiled of the installed driver, or null (then the register-load gemv runs).
@@ -920,12 +930,8 @@ cudaError_t launch_gemv_tma(const uint32_t* words, int KW, int N, const uint32_t
   stages = std::min(stages, (int)((optin - fixed) / per_stage));
   if (stages < 1) return cudaErrorNotSupported;
   const size_t smem = fixed + (size_t)stages * per_stage;
-  static unsigned long long attr_set = 0;  // per instantiation, a bit per device
-  if (dev >= 64 || !(attr_set >> dev & 1)) {
-    e = cudaFuncSetAttribute(gemv_tma_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
-    if (e != cudaSuccess) return e;
-    if (dev < 64) attr_set |= 1ULL << dev;
-  }
+  static size_t opted = 48 << 10;
+  if ((e = allow_dynamic_smem(gemv_tma_kernel<T>, smem, opted)) != cudaSuccess) return e;
   return launch(gemv_tma_kernel<T>, dim3(G), (TMA_WARPS + 1) * 32, smem, stream, map, N, zf, steps, rscale, bias, res,
                 y, stages, tiles, static_codes ? 1 : 0);
 }
@@ -970,13 +976,9 @@ cudaError_t launch_lift_threads(const void* x, long long ldx, int in_features, c
                         const float* inv_s1,
                         const float* L, const float* R, int n1, int n2, int C, uint32_t* zf, int steps, int spc,
                         int M, size_t smem, int flags, cudaStream_t stream) {
-  static size_t opted = 48 << 10;  // dynamic shared memory this instantiation may use (default limit)
-  if (smem > opted) {
-    const cudaError_t e = cudaFuncSetAttribute(lift_planes_kernel<T, PRE, THREADS>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return e;
-    opted = smem;
-  }
+  static size_t opted = 48 << 10;
+  if (const cudaError_t e = allow_dynamic_smem(lift_planes_kernel<T, PRE, THREADS>, smem, opted); e != cudaSuccess)
+    return e;
   const dim3 grid((steps + spc - 1) / spc, M);
   return launch(lift_planes_kernel<T, PRE, THREADS>, grid, THREADS, smem, stream, static_cast<const T*>(x), ldx,
                 in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, flags);
