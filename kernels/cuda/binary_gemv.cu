@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <algorithm>
 #include <cstdlib>
+#include <type_traits>
 
 namespace {
 
@@ -647,26 +648,29 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
 
 // ---- The one-token GEMV fed by the tensor memory accelerator (sm_90: cp.async.bulk.tensor) ----
 // One producer thread per block streams boxes of codes and the matching planes into a ring of shared-memory
-// stages (LQ_TMA_KB, 80 KB by default: three stages); the consumer warps run the binary MMAs of gemv_kernel
-// from shared memory. A stage is the box of TMA_CK k-steps x 32 rows of the K-major words (8 TMA_CK rows of 128 bytes),
-// swizzled by the TMA's 128-byte pattern (16-byte chunk c of box row j at chunk c ^ (j & 7)), and the
-// TMA_CK k-steps of planes (528 bytes each, one bulk copy). A lane takes rows 4 pg .. 4 pg + 3 with
-// pg = (g >> 1) + 4 (g & 1), so that the eight lanes of each quarter-warp read eight distinct chunks (no bank
-// conflicts). Blocks are persistent: block b takes the tiles of 32 rows b, b + G, ... (G such that every
-// block has the same number), the producer runs ahead across tiles, and each tile's sums are reduced over
-// the warps in shared memory. With static codes the producer requests the first ring's worth before the
-// previous kernel ends (its planes after). Where it pays (use_tma): layers with no more tiles than SMs, so
-// a block's tile is (nearly) all in flight at once while the kernel before it, a latency-bound lift, runs:
-// in a stream of 8, 4096x11008 9.8 -> 8.1 us. Layers of many tiles stream slower than with the register-load
-// kernel (28672x8192: 30.0 against 28.7 us; 8192x8192: 10.8 against 9.9), the TMA's cost being per box more
-// than per byte (8-k-step boxes: 33.7 us; larger rings, L2 prefetch of the boxes beyond the ring or another
-// order of the tiles do not help: bench/results/gemv_tma/).
+// stages; the consumer warps run the binary MMAs of gemv_kernel from shared memory. A stage is a box of
+// TMA_CK k-steps of the K-major words of one 32-row tile (a 2-D tensor map: 8 TMA_CK rows of 128 bytes) or
+// of two adjacent tiles (a 3-D map over (row in tile, tile, word): the two tiles' 128 bytes side by side per
+// word), swizzled by the TMA's 128-byte pattern (16-byte chunk c of box row j at chunk c ^ (j & 7)), and
+// the TMA_CK k-steps of planes (528 bytes each, one bulk copy). The lanes' row groups are chosen per box
+// kind so that the eight lanes of each quarter-warp read eight distinct chunks (no bank conflicts).
+// Blocks are persistent, min(tiles, SMs) of them: block b takes a run of tiles (the counts of any two
+// blocks differ by at most one) in boxes of two tiles where the layer has more tiles than SMs (the last of
+// an odd run: one), else one; the producer runs ahead across boxes, and each tile's sums are reduced over
+// its warps in shared memory. With static codes the producer requests the first ring's worth before the
+// previous kernel ends (its planes after), so the codes stream while the latency-bound lift before the
+// gemv runs. In a stream of 8 (us per call, H100; bench/results/gemv_tma2/): 4096x11008 9.7 -> 8.1 against
+// the register-load kernel, 12288x4096 10.6 -> 8.8, 28672x8192 28.7 -> 27.9, 8192x8192 10.0 -> 9.5.
+// The TMA's cost is per box more than per byte (28672x8192 with boxes of one tile of 4, 8, 16, 32 k-steps:
+// 54.3, 33.7, 30.0, 28.5 us): hence two-tile boxes for big layers (28672x8192 29.0 -> 27.8 us); larger
+// rings, L2 prefetch of the boxes beyond the ring, holding the planes for the whole run, 16 consumer warps,
+// or a reduction where only the storing warps wait do not help (bench/results/gemv_tma/, gemv_tma2/).
 #ifndef LQ_TMA
-#define LQ_TMA 1  // which one-token gemvs take this kernel by default (use_tma; LIFTEXPORT_GEMV_TMA overrides)
+#define LQ_TMA 2  // which one-token gemvs take this kernel by default (use_tma; LIFTEXPORT_GEMV_TMA overrides)
 #endif
 #ifndef LQ_TMA_CK
-#define LQ_TMA_CK 16  // k-steps per stage (16 KB of codes; a stream of 8 28672x8192 gemvs, us per call, with
-                      // 4, 8, 16, 32: 54.3, 33.7, 30.0, 28.5: the TMA's cost is per box more than per byte)
+#define LQ_TMA_CK 16  // k-steps per stage (16 KB of codes per tile; two-tile boxes of 8 or 12 k-steps with rings of
+                      // 100 / 92 KB, which let two blocks share an SM: 28672x8192 29.1 / 29.0 us against 27.9)
 #endif
 #ifndef LQ_TMA_WARPS
 #define LQ_TMA_WARPS 8  // consumer warps per block (plus one producer warp)
@@ -675,9 +679,18 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
 #define LQ_TMA_KB 80  // the ring's KB per block (LIFTEXPORT_GEMV_TMA_KB overrides; decode step at 2.4 bits
                       // with 8-k-step stages: 64 KB 387 tok/s, 80 404, 96 402, 112 396, 144 388, 192 375)
 #endif
-constexpr int TMA_CK = LQ_TMA_CK, TMA_WARPS = LQ_TMA_WARPS, TMA_STAGE = TMA_CK * 8 * 128;
+#ifndef LQ_TMA_KB_BIG
+#define LQ_TMA_KB_BIG 128  // the ring's KB per block where blocks take boxes of two tiles (LIFTEXPORT_GEMV_TMA_KB_BIG;
+                           // three stages; with two, 84 KB, an earlier version took 30.8 us on 28672x8192 against 27.8)
+#endif
+#ifndef LQ_TMA_PAIRS
+#define LQ_TMA_PAIRS 1  // layers of more tiles than SMs (and N % 32 == 0) copy two adjacent tiles per box
+#endif
+constexpr int TMA_CK = LQ_TMA_CK, TMA_WARPS = LQ_TMA_WARPS;
+constexpr int TMA_TILE = TMA_CK * 8 * 128;           // a tile's codes per stage (a stage holds one or two)
 constexpr int TMA_PSTAGE = TMA_CK * STEP_WORDS * 4;  // a stage's planes (528 bytes per k-step)
 static_assert(TMA_CK >= 1 && 8 * TMA_CK <= 256, "a TMA box has at most 256 rows");
+static_assert(TMA_WARPS % 2 == 0, "a box of two tiles splits the warps in halves");
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // (unused, so unwarned, in the sm_80 pass)
 __device__ __forceinline__ uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -701,21 +714,27 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
 
 template <typename T>
 __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
-    const __grid_constant__ CUtensorMap codes, int N, const uint32_t* __restrict__ zf, int steps,
-    const float* __restrict__ rscale, const float* __restrict__ bias, const T* __restrict__ res, T* __restrict__ y,
-    int stages, int tiles, int static_codes) {
+    const __grid_constant__ CUtensorMap codes1, const __grid_constant__ CUtensorMap codes2, int N,
+    const uint32_t* __restrict__ zf, int steps, const float* __restrict__ rscale, const float* __restrict__ bias,
+    const T* __restrict__ res, T* __restrict__ y, int stages, int tiles, int pair, int static_codes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ uint8_t dyn[];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, span = pair ? 2 : 1;
+  const int stage_bytes = span * TMA_TILE;
   const uint32_t base0 = smem_addr(dyn), base = (base0 + 1023u) & ~1023u;  // the swizzle needs 1024-byte boxes
-  uint8_t* ring = dyn + (base - base0);                                   // [stages][TMA_STAGE] codes
-  uint8_t* pring = ring + stages * TMA_STAGE;                              // [stages][TMA_PSTAGE] planes
-  const uint32_t pbase = base + stages * TMA_STAGE;
+  uint8_t* ring = dyn + (base - base0);                                   // [stages][stage_bytes] codes
+  // the block's tiles [t0, t1) (the counts of any two blocks differ by at most one), in boxes of span tiles
+  // (the last of an odd count: one); iteration it = chunk it % nch of box it / nch
+  const int nch = (steps + TMA_CK - 1) / TMA_CK, G = gridDim.x;
+  uint8_t* pring = ring + stages * stage_bytes;  // [stages][TMA_PSTAGE] planes
+  const uint32_t pbase = base + stages * stage_bytes;
   const uint32_t bars = pbase + stages * TMA_PSTAGE;  // full[s] at bars + 8 s, empty[s] at bars + 8 (stages + s)
   float* red = reinterpret_cast<float*>(pring + stages * TMA_PSTAGE + 16 * stages);  // [2][TMA_WARPS][32]
   float* zred = red + 2 * TMA_WARPS * 32;                                          // [2][TMA_WARPS]
-  const int nch = (steps + TMA_CK - 1) / TMA_CK, G = gridDim.x;
-  const int iters = (tiles - (int)blockIdx.x + G - 1) / G * nch;
+  const int t0 = (int)((long long)blockIdx.x * tiles / G), t1 = (int)((long long)(blockIdx.x + 1) * tiles / G);
+  const int iters = (t1 - t0 + span - 1) / span * nch;
+  auto first_tile = [&](int it) { return t0 + it / nch * span; };
+  auto box_tiles = [&](int it) { return min(span, t1 - first_tile(it)); };
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) {
       mbar_init(bars + 8 * s, 1);
@@ -729,19 +748,26 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
     if (lane == 0) {
       uint64_t policy;  // the codes are read once: evict first (evict-normal: 28672x8192 34.3 -> 35.6 us)
       asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
-      // stage it: the box of codes (chunk it % nch of tile b + it / nch * G) and the chunk's planes
       auto plane_bytes = [&](int it) { return min(TMA_CK, steps - it % nch * TMA_CK) * STEP_WORDS * 4; };
       auto load_codes = [&](int it) {
-        const int s = it % stages, tile = (int)blockIdx.x + it / nch * G, kw0 = it % nch * TMA_CK * 8;
+        const int s = it % stages, tile = first_tile(it), kw0 = it % nch * TMA_CK * 8, nt = box_tiles(it);
         const uint32_t full = bars + 8 * s;
         asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(full),
-                     "r"(TMA_STAGE + plane_bytes(it))
+                     "r"(nt * TMA_TILE + plane_bytes(it))
                      : "memory");
-        asm volatile(
-            "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
-            " [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(base + s * TMA_STAGE),
-            "l"(reinterpret_cast<uint64_t>(&codes)), "r"(tile * 32), "r"(kw0), "r"(full), "l"(policy)
-            : "memory");
+        if (nt == 1) {  // (row, word)
+          asm volatile(
+              "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+              " [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(base + s * stage_bytes),
+              "l"(reinterpret_cast<uint64_t>(&codes1)), "r"(tile * 32), "r"(kw0), "r"(full), "l"(policy)
+              : "memory");
+        } else {  // (row in tile, tile, word): the two tiles side by side per word
+          asm volatile(
+              "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+              " [%0], [%1, {%2, %3, %4}], [%5], %6;" ::"r"(base + s * stage_bytes),
+              "l"(reinterpret_cast<uint64_t>(&codes2)), "r"(0), "r"(tile), "r"(kw0), "r"(full), "l"(policy)
+              : "memory");
+        }
       };
       auto load_planes = [&](int it) {
         const int s = it % stages;
@@ -766,27 +792,37 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
     return;
   }
   pdl_wait();  // y may be read by the kernel before this one
-  const int g = lane >> 2, t = lane & 3, pg = (g >> 1) + 4 * (g & 1);
+  const int g = lane >> 2, t = lane & 3;
   float pw[2][2];
   lane_plane_weights(pw, t);
   float acc[4] = {0.f, 0.f, 0.f, 0.f}, zacc = 0.f;
-  int ntile = 0;
-  for (int it = 0; it < iters; ++it) {
-    const int s = it % stages, ch = it % nch;
+  int nbox = 0;
+  // chunk it of a box of NT tiles: warps [h WPT, (h + 1) WPT) take tile h; box row j (128 bytes) holds word j / NT
+  // of tile j % NT, its 16-byte chunk c at c ^ (j & 7); the lane's row group pg is chosen so that the 8 lanes of a
+  // quarter-warp read 8 distinct chunks. (NT a constant: with a run-time count the k-step loop is not unrolled,
+  // and 4096x11008 takes 9.1 us per call in a stream of 8 against 8.2.)
+  auto chunk = [&](auto nt_c, int it) {
+    constexpr int NT = decltype(nt_c)::value, WPT = TMA_WARPS / NT;
+    const int s = it % stages, ch = it % nch, h = warp / WPT, wq = warp % WPT;
+    const int pg = NT == 1 ? (g >> 1) + 4 * (g & 1) : g;
     mbar_wait(bars + 8 * s, (it / stages) & 1);
-    for (int q = warp; q < TMA_CK && ch * TMA_CK + q < steps; q += TMA_WARPS) {
+#pragma unroll
+    for (int i = 0; i < (TMA_CK + WPT - 1) / WPT; ++i) {
+      const int q = wq + i * WPT;
+      if (q >= TMA_CK || ch * TMA_CK + q >= steps) break;
       const uint8_t* zp = pring + s * TMA_PSTAGE + q * STEP_WORDS * 4;
       const uint4 za = reinterpret_cast<const uint4*>(zp)[lane];
       const uint2 zb = *reinterpret_cast<const uint2*>(zp + 32 * 16);
-      const uint8_t* box = ring + s * TMA_STAGE + q * 8 * 128;
-      const uint4 wa = *reinterpret_cast<const uint4*>(box + t * 128 + ((pg ^ t) << 4));
-      const uint4 wb = *reinterpret_cast<const uint4*>(box + (4 + t) * 128 + ((pg ^ (4 + t)) << 4));
+      const uint8_t* box = ring + s * stage_bytes;
+      const int ja = (8 * q + t) * NT + h, jb = (8 * q + 4 + t) * NT + h;
+      const uint4 wa = *reinterpret_cast<const uint4*>(box + ja * 128 + ((pg ^ (ja & 7)) << 4));
+      const uint4 wb = *reinterpret_cast<const uint4*>(box + jb * 128 + ((pg ^ (jb & 7)) << 4));
       mma_step(acc, zacc, wa, wb, za, zb, pw);
     }
     __syncwarp();
     if (lane == 0) mbar_arrive(bars + 8 * (stages + s));
-    if (ch == nch - 1) {  // the tile's sums: over t by shuffles, over warps in shared memory
-      const int par = ntile & 1, row0 = ((int)blockIdx.x + ntile * G) * 32;
+    if (ch == nch - 1) {  // the box's sums: over t by shuffles, over a tile's warps in shared memory
+      const int par = nbox & 1, row0 = (first_tile(it) + h) * 32;
       float* rd = red + par * TMA_WARPS * 32;
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
@@ -799,17 +835,21 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
       if (lane == 0) zred[par * TMA_WARPS + warp] = zacc;
       zacc = 0.f;
       asm volatile("bar.sync 1, %0;" ::"n"(TMA_WARPS * 32) : "memory");
-      if (warp == 0 && row0 + lane < N) {
+      if (wq == 0 && row0 + lane < N) {
         float S = 0.f, Z = 0.f;
 #pragma unroll
-        for (int w = 0; w < TMA_WARPS; ++w) {
+        for (int w = h * WPT; w < (h + 1) * WPT; ++w) {
           S += rd[w * 32 + lane];
           Z += zred[par * TMA_WARPS + w];
         }
         store_row(y, 0, res, 0, rscale, bias, 0, row0 + lane, S, Z);
       }
-      ++ntile;
+      ++nbox;
     }
+  };
+  for (int it = 0; it < iters; ++it) {
+    if (box_tiles(it) == 2) chunk(std::integral_constant<int, 2>(), it);
+    else chunk(std::integral_constant<int, 1>(), it);
   }
 #else
   __trap();  // launched only on sm_90 and newer
@@ -882,20 +922,20 @@ int env_int(const char* name, int lo, int hi, int def) {
   return k >= lo && k <= hi ? k : def;
 }
 
-// The ring's bytes per block: LIFTEXPORT_GEMV_TMA_KB (16..220) or LQ_TMA_KB.
-int tma_ring_bytes() {
+// The ring's bytes per block: LIFTEXPORT_GEMV_TMA_KB (16..220) or LQ_TMA_KB; where the boxes hold two tiles
+// LIFTEXPORT_GEMV_TMA_KB_BIG or LQ_TMA_KB_BIG.
+int tma_ring_bytes(bool pairs) {
   static const int kb = env_int("LIFTEXPORT_GEMV_TMA_KB", 16, 220, LQ_TMA_KB);
-  return kb * 1024;
+  static const int kb_big = env_int("LIFTEXPORT_GEMV_TMA_KB_BIG", 16, 220, LQ_TMA_KB_BIG);
+  return (pairs ? kb_big : kb) * 1024;
 }
 
 // Whether a one-token gemv of N rows takes the TMA kernel. It can where the GPU is sm_90+ and the
 // driver's encoder was found. Asked for (flags GEMV_TMA) it does, GEMV_PLAIN it does not; otherwise by
-// LIFTEXPORT_GEMV_TMA (LQ_TMA at build time): 0 never, 2 always, 1 (default) where the layer has no more
-// tiles of 32 rows than the GPU has SMs, so that each block takes one tile, most or all of it requested
-// into shared memory before the previous kernel ends. Measured in the decode step of the 7B-shaped model
-// (bench/RESULTS.md, issue 7): that rule (o_proj and down_proj) against the register-load kernel, 2.0 / 2.4 /
-// 3.0 bits, 399.5 / 385.9 / 337.3 -> 421.8 / 410.2 / 349.2 tok/s; every one-token gemv 396 / 344 at 2.4 /
-// 3.0 bits (16-k-step stages). With 8-k-step stages at 2.4 bits: o_proj alone 394, up to 12288 rows 396.
+// LIFTEXPORT_GEMV_TMA (LQ_TMA at build time): 0 never, 1 where the layer has no more tiles of 32 rows than
+// the GPU has SMs (a 7B model's o_proj and down_proj), 2 (default) always. Decode step of the 7B-shaped model
+// (bench/RESULTS.md, issue 7), same library, 2.4 / 3.0 bits: 1 -> 2 404 / 345 -> 422 / 372 tok/s (two-tile
+// boxes, runs of tiles per block); with boxes of one tile, each block every G-th, 2 had lost (396 / 344).
 bool use_tma(int dev, int N, int sms, int flags) {
   static const int mode = env_int("LIFTEXPORT_GEMV_TMA", 0, 2, LQ_TMA);
   int major = 0;
@@ -907,33 +947,41 @@ bool use_tma(int dev, int N, int sms, int flags) {
 }
 
 // The TMA gemv for one token (see gemv_tma_kernel); cudaErrorNotSupported where the tensor map is refused.
+// The TMA gemv for one token (see gemv_tma_kernel); cudaErrorNotSupported where a tensor map is refused.
 template <typename T>
 cudaError_t launch_gemv_tma(const uint32_t* words, int KW, int N, const uint32_t* zf, int steps, const float* rscale,
                             const float* bias, const T* res, T* y, bool static_codes, int dev, int sms,
                             cudaStream_t stream) {
-  CUtensorMap map;
-  const cuuint64_t dims[2] = {(cuuint64_t)N, (cuuint64_t)KW};  // rows innermost: words[kw * N + r]
-  const cuuint64_t strides[1] = {(cuuint64_t)N * 4};
-  const cuuint32_t box[2] = {32, 8 * TMA_CK}, one[2] = {1, 1};
-  if (tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, const_cast<uint32_t*>(words), dims, strides, box,
-                           one, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                           CU_TENSOR_MAP_L2_PROMOTION_NONE,  // (64/128/256-byte promotion: no change)
-                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
-    return cudaErrorNotSupported;
+  const int tiles = (N + 31) / 32, span = LQ_TMA_PAIRS && N % 32 == 0 && tiles > sms ? 2 : 1;
+  const int G = std::min(tiles, sms);
+  // words[kw * N + r], rows innermost: 2-D (row, word), boxes of one tile; 3-D (row in tile, tile, word), two
+  CUtensorMap map1, map2;
+  const cuuint64_t dims1[2] = {(cuuint64_t)N, (cuuint64_t)KW}, dims2[3] = {32, (cuuint64_t)N / 32, (cuuint64_t)KW};
+  const cuuint64_t strides1[1] = {(cuuint64_t)N * 4}, strides2[2] = {128, (cuuint64_t)N * 4};
+  const cuuint32_t box1[2] = {32, 8 * TMA_CK}, box2[3] = {32, 2, 8 * TMA_CK}, one[3] = {1, 1, 1};
+  auto encode = [&](CUtensorMap* map, int rank, const cuuint64_t* dims, const cuuint64_t* strides,
+                    const cuuint32_t* box) {
+    return tensor_map_encoder()(map, CU_TENSOR_MAP_DATA_TYPE_UINT32, rank, const_cast<uint32_t*>(words), dims, strides,
+                                box, one, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                CU_TENSOR_MAP_L2_PROMOTION_NONE,  // (64/128/256-byte promotion: no change)
+                                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  };
+  if (!encode(&map1, 2, dims1, strides1, box1)) return cudaErrorNotSupported;
+  if (span == 1) map2 = map1;
+  else if (!encode(&map2, 3, dims2, strides2, box2)) return cudaErrorNotSupported;
   int optin = 0;
   cudaError_t e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
   if (e != cudaSuccess) return e;
-  const int tiles = (N + 31) / 32, nch = (steps + TMA_CK - 1) / TMA_CK;
-  const int per = (tiles + sms - 1) / sms, G = (tiles + per - 1) / per;  // every block per (or per - 1 for one) tiles
-  const size_t fixed = 1024 + 2 * TMA_WARPS * 33 * sizeof(float), per_stage = TMA_STAGE + TMA_PSTAGE + 16;
-  int stages = std::min(tma_ring_bytes() / (int)per_stage, per * nch);
-  stages = std::min(stages, (int)((optin - fixed) / per_stage));
+  const int nch = (steps + TMA_CK - 1) / TMA_CK, boxes = ((tiles + G - 1) / G + span - 1) / span;  // a block's most
+  const size_t fixed = 1024 + 2 * TMA_WARPS * 33 * sizeof(float), per_stage = span * TMA_TILE + TMA_PSTAGE + 16;
+  int stages = std::min(tma_ring_bytes(span == 2) / (int)per_stage, boxes * nch);
+  stages = std::min(stages, optin > (int)fixed ? (int)((optin - fixed) / per_stage) : 0);
   if (stages < 1) return cudaErrorNotSupported;
   const size_t smem = fixed + (size_t)stages * per_stage;
   static size_t opted = 48 << 10;
   if ((e = allow_dynamic_smem(gemv_tma_kernel<T>, smem, opted)) != cudaSuccess) return e;
-  return launch(gemv_tma_kernel<T>, dim3(G), (TMA_WARPS + 1) * 32, smem, stream, map, N, zf, steps, rscale, bias, res,
-                y, stages, tiles, static_codes ? 1 : 0);
+  return launch(gemv_tma_kernel<T>, dim3(G), (TMA_WARPS + 1) * 32, smem, stream, map1, map2, N, zf, steps, rscale,
+                bias, res, y, stages, tiles, span == 2 ? 1 : 0, static_codes ? 1 : 0);
 }
 
 template <int MB, typename T>
