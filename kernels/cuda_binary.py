@@ -165,7 +165,8 @@ def gemv(words: torch.Tensor, zf: torch.Tensor, scales: torch.Tensor, bias, y: t
     and the planes of u in zf. static_weights: the caller guarantees that no work queued before on the
     stream writes the code words, so the kernel may start reading them before the previous kernel ends.
     kernel (one token): "plain" the register-load GEMV, "tma" the one fed by the tensor memory accelerator
-    (sm_90+; elsewhere plain), "auto" the library's choice (on sm_90+ TMA unless LIFTEXPORT_GEMV_TMA says otherwise)."""
+    (sm_90+; elsewhere plain), "auto" the library's choice (on sm_90+ the TMA one unless LIFTEXPORT_GEMV_TMA
+    says otherwise)."""
     if kernel not in GEMV_KERNELS:
         raise LiftExportError(f"binary gemv: kernel {kernel!r}: expected one of {', '.join(GEMV_KERNELS)}")
     KW, N = words.shape
