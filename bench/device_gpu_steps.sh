@@ -8,7 +8,7 @@
 #   probe    bench/gpu_binary_probe.py --gemv-only, PDL off and on ($OUT/probe_gemv_pdl{0,1}.json)
 #   prof     bench/gpu_decode_profile.py with LIFTEXPORT_PDL=0 ($OUT/gpu_decode_profile.json)
 #   e2e      bench/gpu_e2e.py --steps 96 ($OUT/gpu_e2e.json)
-#   gemv     bench/gpu_gemv.py, the full table (about 9 minutes: run it alone)
+#   gemv     bench/gpu_gemv.py, the full table (about 90 s on the H100)
 #   roof     bench/gpu_read_roofline.py: the best plain read of one GEMV's bytes ($OUT/gpu_read_roofline.json)
 #   variants the library built once per LIB_VARIANTS entry ("name=nvcc flags;..." e.g. "base=;pipe=-DLQ_PIPE=1"),
 #            each timed with the probe's --gemv-only at 24/10 batch 1 (PDL on; $OUT/var_NAME_PASS.json)

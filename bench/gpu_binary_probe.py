@@ -74,17 +74,17 @@ def main():
                              fp16_us=t_fp16, fp16_seq_us=t_seq16, pct_copy=100 * moved / t_bin / 1e3 / bw,
                              pct_copy_seq=100 * moved / t_seq / 1e3 / bw, x_fp16=t_fp16 / t_bin,
                              x_fp16_seq=t_seq16 / t_seq)
-                    plain = ""
+                    per_kernel = ""
                     if B == 1:  # each one-token kernel in the same run (the row above: the library's choice)
                         for kern in ("plain", "tma"):
                             r[f"{kern}_gemv_us"] = t_us(graph_of(
                                 lambda: CB.gemv(mod.words, zf, mod.scales, mod.bias, y, kernel=kern)).replay)
                             r[f"{kern}_seq_us"] = seq_us(mod, zf, y, kernel=kern)
-                            plain += f" | {kern} {r[f'{kern}_gemv_us']:6.1f} / {r[f'{kern}_seq_us']:6.1f} us"
+                            per_kernel += f" | {kern} {r[f'{kern}_gemv_us']:6.1f} / {r[f'{kern}_seq_us']:6.1f} us"
                     rows.append(r)
                     print(f"{N}x{Kin} {D}/{d} B={B:2d} err {r['rel_err']:.1e} binary {t_bin:6.1f} us "
                           f"({r['pct_copy']:4.1f}% copy, x{r['x_fp16']:.2f} fp16) in stream {t_seq:6.1f} us "
-                          f"({r['pct_copy_seq']:4.1f}% copy, x{r['x_fp16_seq']:.2f} fp16 {t_seq16:6.1f}){plain}",
+                          f"({r['pct_copy_seq']:4.1f}% copy, x{r['x_fp16_seq']:.2f} fp16 {t_seq16:6.1f}){per_kernel}",
                           flush=True)
                     continue
                 t_pl = t_us(graph_of(lambda: CB.planes(u, mod.K, zf)).replay)

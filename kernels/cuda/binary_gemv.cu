@@ -723,14 +723,14 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
   const int stage_bytes = span * TMA_TILE;
   const uint32_t base0 = smem_addr(dyn), base = (base0 + 1023u) & ~1023u;  // the swizzle needs 1024-byte boxes
   uint8_t* ring = dyn + (base - base0);                                   // [stages][stage_bytes] codes
-  // the block's tiles [t0, t1) (the counts of any two blocks differ by at most one), in boxes of span tiles
-  // (the last of an odd count: one); iteration it = chunk it % nch of box it / nch
-  const int nch = (steps + TMA_CK - 1) / TMA_CK, G = gridDim.x;
-  uint8_t* pring = ring + stages * stage_bytes;  // [stages][TMA_PSTAGE] planes
+  uint8_t* pring = ring + stages * stage_bytes;                            // [stages][TMA_PSTAGE] planes
   const uint32_t pbase = base + stages * stage_bytes;
   const uint32_t bars = pbase + stages * TMA_PSTAGE;  // full[s] at bars + 8 s, empty[s] at bars + 8 (stages + s)
   float* red = reinterpret_cast<float*>(pring + stages * TMA_PSTAGE + 16 * stages);  // [2][TMA_WARPS][32]
   float* zred = red + 2 * TMA_WARPS * 32;                                          // [2][TMA_WARPS]
+  // the block's tiles [t0, t1) (the counts of any two blocks differ by at most one), in boxes of span tiles
+  // (the last of an odd count: one); iteration it = chunk it % nch of box it / nch
+  const int nch = (steps + TMA_CK - 1) / TMA_CK, G = gridDim.x;
   const int t0 = (int)((long long)blockIdx.x * tiles / G), t1 = (int)((long long)(blockIdx.x + 1) * tiles / G);
   const int iters = (t1 - t0 + span - 1) / span * nch;
   auto first_tile = [&](int it) { return t0 + it / nch * span; };
