@@ -236,6 +236,21 @@ __device__ __forceinline__ float group_sum(float v, int G) {
   return v;
 }
 
+// RMSNorm's sum of squares of a block: each warp's part into red[warp] ...
+__device__ __forceinline__ void warp_sum_to(float ss, float* red, int lane, int warp) {
+#pragma unroll
+  for (int o = 16; o; o >>= 1) ss += __shfl_xor_sync(~0u, ss, o);
+  if (lane == 0) red[warp] = ss;
+}
+// ... and, after a barrier, 1 / rms from the WARPS parts
+template <int WARPS>
+__device__ __forceinline__ float rms_rstd(const float* red, int in_features, float eps) {
+  float ss = 0.f;
+#pragma unroll
+  for (int w = 0; w < WARPS; ++w) ss += red[w];
+  return rsqrtf(ss / in_features + eps);
+}
+
 // Diagnostic build only (-DLQ_LIFT_TIMING, bench/gpu_lift_phases.py): thread 0 of each lift_planes block of
 // token 0 records clock64() at the end of each phase; lq_lift_timing copies the records out.
 #ifdef LQ_LIFT_TIMING
@@ -341,20 +356,10 @@ __device__ __forceinline__ float lift_prologue_lx(const LiftSmem& s, const T* __
       if (f < n) xs[f] *= v;
     }
   }
-  if (PRE == 1) {
-#pragma unroll
-    for (int o = 16; o; o >>= 1) ss += __shfl_xor_sync(~0u, ss, o);
-    if (lane == 0) red[warp] = ss;
-  }
+  if (PRE == 1) warp_sum_to(ss, red, lane, warp);
   __syncthreads();
   LQ_T(3);  // prologue done
-  float rstd = 1.f;
-  if (PRE == 1) {
-    ss = 0.f;
-#pragma unroll
-    for (int w = 0; w < THREADS / 32; ++w) ss += red[w];
-    rstd = rsqrtf(ss / in_features + eps);
-  }
+  const float rstd = PRE == 1 ? rms_rstd<THREADS / 32>(red, in_features, eps) : 1.f;
   // W = L[i_a.., :] X, then (lift_wr) the block's values of W R: each output's sum is split over G lanes
   // (a power of two, as many as the block has threads to spare; a shuffle reduction joins the parts),
   // so the dependent chain per thread is n1 / G (W) or n2 / G (u) multiply-adds long.
@@ -477,6 +482,211 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
         if (lane == 0) store_step_scale(zs, sum, fo);
       }
     }
+  }
+  LQ_T(6);  // planes stored (warp 0's part)
+}
+
+// ---- The lift with its sums tiled over registers (lift_tiled_kernel; lq_lift_planes takes it where it fits) ----
+// The same u = rstd L X' R and planes as lift_planes_kernel, with shorter dependent chains after the wait and
+// TILED_THREADS threads whatever the width, so that a block fits beside a TMA gemv block on one SM (registers:
+// a 1024-thread lift never did, and started only once the gemv's block on its SM had left):
+//   staging (before the wait with static weights): the block's rows of L transposed into float4 groups of
+//     four rows ([row chunk][k]), R, and X's scales inv_s1 (times RMSNorm's weight; zero past in_features);
+//   prologue: x read in 16-byte vectors where aligned (every load issued before any use), SiLU(gate) * up
+//     or RMSNorm's sum of squares, times the scales in shared memory;
+//   phase A: thread (j, sub) of n2 x G (G lanes per column of X, a power of two) sums L[r, k] X[k, j]
+//     over k = sub + G i for four rows at a time (one 16-byte shared load of L per k), a shuffle sum over G;
+//   phase B: thread (c, sub2) of C x G2 sums W[r, j] R[j, c] for four rows at a time;
+//   planes: each k-step by LQ_TILED_PW warps, each quantizing it and building 16 / PW of its planes.
+// Where it fits: n2 and C at most TILED_THREADS, ceil(n1 / G) at most TILED_KMAX, all in shared memory.
+#ifndef LQ_LIFT_TILED
+#define LQ_LIFT_TILED 1  // 0: lq_lift_planes takes lift_planes_kernel by default (LIFTEXPORT_LIFT_TILED overrides)
+#endif
+#ifndef LQ_TILED_PW
+#define LQ_TILED_PW 8  // warps per k-step building its planes (2, 4, 8 or 16)
+#endif
+static_assert(LQ_TILED_PW == 2 || LQ_TILED_PW == 4 || LQ_TILED_PW == 8 || LQ_TILED_PW == 16, "planes per warp");
+// TILED_MAXREG: a block (512 x 80 registers) and a TMA gemv block (288 x 72) share an SM's 65,536 registers
+constexpr int TILED_THREADS = 512, TILED_KMAX = 32;
+#define TILED_MAXREG 80
+// The largest power of two G <= 32 with n * G <= threads (0 if n > threads).
+__host__ __device__ __forceinline__ int pow2_lanes(int n, int threads) {
+  if (n > threads) return 0;
+  int G = 1;
+  while (G < 32 && n * 2 * G <= threads) G <<= 1;
+  return G;
+}
+__device__ __forceinline__ float silu(float v) {
+  return LQ_FAST_SILU ? __fdividef(v, 1.f + __expf(-v)) : v / (1.f + __expf(-v));
+}
+// Planes p0 .. p0 + NP - 1 (NP <= 8, within one half) of a step's fragment from its integers (store_half's
+// layout: lane 4 g + t stores the words of plane 8 J + g).
+template <int NP>
+__device__ __forceinline__ void store_planes(const int (&q)[8], uint32_t* __restrict__ frag_out, int lane, int p0) {
+  static_assert(NP >= 1 && NP <= 8, "within one half");
+  const int g = lane >> 2, t = lane & 3, g0 = p0 & 7;
+  uint32_t f[2] = {0, 0};
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+#pragma unroll
+    for (int pp = 0; pp < NP; ++pp) {
+      const uint32_t b = __ballot_sync(~0u, (q[c] >> (p0 + pp)) & 1);
+      if (g0 + pp == g && (c & 3) == t) f[c >> 2] = b;
+    }
+  }
+  if (g >= g0 && g < g0 + NP) reinterpret_cast<uint2*>(frag_out)[2 * lane + (p0 >> 3)] = make_uint2(f[0], f[1]);
+}
+// Eight consecutive values of a 16-byte aligned array as loaded (raw8: the loads stay in flight until unpack8).
+struct Raw8 {
+  uint4 w[2];  // float: both; 16-bit types: w[0]
+};
+template <typename T>
+__device__ __forceinline__ Raw8 raw8(const T* p) {
+  Raw8 r;
+  r.w[0] = __ldg(reinterpret_cast<const uint4*>(p));
+  if constexpr (sizeof(T) == 4) r.w[1] = __ldg(reinterpret_cast<const uint4*>(p) + 1);
+  return r;
+}
+template <typename T>
+__device__ __forceinline__ float unpack8(const Raw8& r, int i) {
+  if constexpr (sizeof(T) == 4) return __uint_as_float(reinterpret_cast<const uint32_t*>(r.w)[i]);
+  else return to_f(reinterpret_cast<const T*>(&r.w[0])[i]);
+}
+// Four rows' sums of a[t] * b[t * stride] over t = t0, t0 + G, ... < n (a in float4 groups of four rows, one
+// 16-byte shared load per t), each summed over the aligned group of G lanes (every lane of the warp calls it;
+// lanes with on false add nothing). Phases A (L X) and B (W R) of lift_tiled_kernel.
+template <int UNROLL>
+__device__ __forceinline__ float4 rows4_sum(const float4* a, const float* b, int stride, int t0, int n, int G, bool on) {
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (on) {
+#pragma unroll UNROLL
+    for (int t = t0; t < n; t += G) {
+      const float4 l = a[t];
+      const float v = b[t * stride];
+      acc.x = fmaf(l.x, v, acc.x);
+      acc.y = fmaf(l.y, v, acc.y);
+      acc.z = fmaf(l.z, v, acc.z);
+      acc.w = fmaf(l.w, v, acc.w);
+    }
+  }
+  acc.x = group_sum(acc.x, G);
+  acc.y = group_sum(acc.y, G);
+  acc.z = group_sum(acc.z, G);
+  acc.w = group_sum(acc.w, G);
+  return acc;
+}
+// The prologue's value of x[f] (and x[in_features + f] for SwiGLU): SiLU(gate) * up or x itself.
+template <int PRE>
+__device__ __forceinline__ float prologue_value(float a, float b) { return PRE == 2 ? silu(a) * b : a; }
+
+template <typename T, int PRE>
+__global__ void __maxnreg__(TILED_MAXREG) lift_tiled_kernel(
+    const T* __restrict__ x, long long ldx, int in_features, const void* __restrict__ nw, int nw_dtype, float eps,
+    const float* __restrict__ inv_s1, const float* __restrict__ L, const float* __restrict__ R, int n1, int n2,
+    int C, uint32_t* __restrict__ zf, int steps, int spc, int flags) {
+  constexpr int THREADS = TILED_THREADS, PW = LQ_TILED_PW, NP = 16 / PW;
+  extern __shared__ float4 sm4[];
+  __shared__ float red[THREADS / 32];
+  const int m = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int static_w = flags & 2, K = n1 * C, n = n1 * n2;
+  const int s_a = blockIdx.x * spc, s_b = min(steps, s_a + spc);
+  const int f_a = 256 * s_a, f_b = min(K, 256 * s_b);
+  const int i_a = f_a / C, rows = (f_b - 1) / C - i_a + 1, chunks = (rows + 3) / 4;
+  float4* Ls = sm4;                                       // [chunks][n1]: rows 4 rc .. 4 rc + 3 of L[i_a.., k]
+  float4* Ws = Ls + chunks * n1;                          // [chunks][n2]: the same rows of W = L X'
+  float* Rs = reinterpret_cast<float*>(Ws + chunks * n2);  // [n2][C]
+  float* xs = Rs + n2 * C;                                // [n]: prologue(x), zero past in_features
+  float* useg = xs + n;                                   // [256 spc]
+  const int G = pow2_lanes(n2, THREADS), j = tid / G, sub = tid & (G - 1);
+  const int G2 = pow2_lanes(C, THREADS), c = tid / G2, sub2 = tid & (G2 - 1);
+  const bool a_on = j < n2, b_on = c < C;
+  LQ_T(0);
+  pdl_trigger();
+  if (!static_w) pdl_wait();
+  for (int e = tid; e < chunks * 4 * n1; e += THREADS) {  // L read along its rows, written transposed
+    const int r = e / n1, k = e - r * n1;
+    reinterpret_cast<float*>(Ls)[((r >> 2) * n1 + k) * 4 + (r & 3)] = r < rows ? L[(long long)(i_a + r) * n1 + k] : 0.f;
+  }
+  copy_floats(Rs, R, n2 * C, tid, THREADS);
+  // X's scales, each staged by the thread whose prologue multiplies it (no barrier between), zero past in_features
+  const T* __restrict__ xb = x + (long long)m * ldx;
+  const bool vec = reinterpret_cast<uintptr_t>(xb) % 16 == 0 && in_features % 8 == 0;
+  const int groups = vec ? in_features / 8 : 0;
+  auto scale = [&](int f) { return PRE == 1 ? inv_s1[f] * load_any(nw, nw_dtype, f) : inv_s1[f]; };
+  for (int g = tid; g < groups; g += THREADS) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) xs[8 * g + e] = scale(8 * g + e);
+  }
+  for (int f = 8 * groups + tid; f < in_features; f += THREADS) xs[f] = scale(f);
+  for (int f = in_features + tid; f < n; f += THREADS) xs[f] = 0.f;
+  LQ_T(1);  // weights staged
+  if (static_w) pdl_wait();
+  LQ_T(2);  // the previous kernel complete
+  float ss = 0.f;
+  constexpr int U = 4;  // 8-value groups per thread in flight
+  for (int g0 = tid; g0 < groups; g0 += U * THREADS) {
+    Raw8 a[U], b[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int g = g0 + u * THREADS;
+      if (g < groups) {
+        a[u] = raw8(xb + 8 * g);
+        if (PRE == 2) b[u] = raw8(xb + in_features + 8 * g);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int g = g0 + u * THREADS;
+      if (g < groups) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const float av = unpack8<T>(a[u], e);
+          if (PRE == 1) ss = fmaf(av, av, ss);
+          xs[8 * g + e] *= prologue_value<PRE>(av, PRE == 2 ? unpack8<T>(b[u], e) : 0.f);
+        }
+      }
+    }
+  }
+  for (int f = 8 * groups + tid; f < in_features; f += THREADS) {  // unaligned rows: one value at a time
+    const float av = to_f(xb[f]);
+    if (PRE == 1) ss = fmaf(av, av, ss);
+    xs[f] *= prologue_value<PRE>(av, PRE == 2 ? to_f(xb[in_features + f]) : 0.f);
+  }
+  if (PRE == 1) warp_sum_to(ss, red, lane, warp);
+  __syncthreads();
+  LQ_T(3);  // prologue
+  for (int rc = 0; rc < chunks; ++rc) {
+    const float4 acc = rows4_sum<8>(Ls + rc * n1, xs + j, n2, sub, n1, G, a_on);
+    if (a_on && sub == 0) Ws[rc * n2 + j] = acc;
+  }
+  const int nsteps = s_b - s_a;
+  for (int e = f_b - f_a + tid; e < 256 * nsteps; e += THREADS) useg[e] = 0.f;  // past K
+  __syncthreads();
+  LQ_T(4);  // W = L X done
+  const float rstd = PRE == 1 ? rms_rstd<THREADS / 32>(red, in_features, eps) : 1.f;
+  for (int rc = 0; rc < chunks; ++rc) {
+    const float4 acc = rows4_sum<4>(Ws + rc * n2, Rs + c, C, sub2, n2, G2, b_on);
+    if (b_on && sub2 == 0) {
+      const float a4[4] = {acc.x, acc.y, acc.z, acc.w};
+#pragma unroll
+      for (int r4 = 0; r4 < 4; ++r4) {
+        const int f = (i_a + 4 * rc + r4) * C + c;
+        if (f >= f_a && f < f_b) useg[f - f_a] = a4[r4] * rstd;
+      }
+    }
+  }
+  __syncthreads();
+  LQ_T(5);  // W R done
+  for (int st = s_a + warp / PW; st < s_b; st += THREADS / 32 / PW) {
+    float vv[8];
+#pragma unroll
+    for (int cc = 0; cc < 8; ++cc) vv[cc] = useg[256 * (st - s_a) + 32 * cc + lane];
+    int q[8], sum;
+    const float zs = quantize_step(vv, q, sum);
+    uint32_t* fo = zf + ((long long)m * steps + st) * STEP_WORDS;
+    const int part = warp % PW;
+    store_planes<NP>(q, fo, lane, part * NP);
+    if (part == 0 && lane == 0) store_step_scale(zs, sum, fo);
   }
   LQ_T(6);  // planes stored (warp 0's part)
 }
@@ -887,7 +1097,9 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, int threads, size_t sme
 }
 
 // Lets kernel launch with smem bytes of dynamic shared memory: above the 48 KB default a kernel must opt in.
-// opted: what the kernel (one template instance: a static at the call site) may use so far.
+// opted: what the kernel (one template instance: a static at the call site) may use so far. (Asking every
+// kernel here for the largest shared-memory carveout, so that a lift block and a TMA gemv block always fit one
+// SM, made the 7B decode step slower, 454 -> 447 tok/s at 2.4 bits: bench/results/lift_tiled/.)
 template <typename... Params>
 cudaError_t allow_dynamic_smem(void (*kernel)(Params...), size_t smem, size_t& opted) {
   if (smem <= opted) return cudaSuccess;
@@ -1021,36 +1233,35 @@ cudaError_t dispatch_gemv(const uint32_t* words, int KW, int N, const uint32_t* 
 
 template <typename T, int PRE, int THREADS>
 cudaError_t launch_lift_threads(const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
-                        const float* inv_s1,
-                        const float* L, const float* R, int n1, int n2, int C, uint32_t* zf, int steps, int spc,
-                        int M, size_t smem, int flags, cudaStream_t stream) {
+                                const float* inv_s1, const float* L, const float* R, int n1, int n2, int C,
+                                uint32_t* zf, int steps, int spc, int M, size_t smem, int flags, cudaStream_t stream) {
+  auto kernel = THREADS == 0 ? lift_tiled_kernel<T, PRE> : lift_planes_kernel<T, PRE, (THREADS ? THREADS : 32)>;
   static size_t opted = 48 << 10;
-  if (const cudaError_t e = allow_dynamic_smem(lift_planes_kernel<T, PRE, THREADS>, smem, opted); e != cudaSuccess)
-    return e;
+  if (const cudaError_t e = allow_dynamic_smem(kernel, smem, opted); e != cudaSuccess) return e;
   const dim3 grid((steps + spc - 1) / spc, M);
-  return launch(lift_planes_kernel<T, PRE, THREADS>, grid, THREADS, smem, stream, static_cast<const T*>(x), ldx,
+  return launch(kernel, grid, THREADS ? THREADS : TILED_THREADS, smem, stream, static_cast<const T*>(x), ldx,
                 in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, flags);
 }
 
+// The lift kernel for an input of n1 x n2 values: the register-tiled one (tiled, THREADS 0), else
+// lift_planes_kernel with LIFT_THREADS or, wider than WIDE_LIFT, WIDE_LIFT_THREADS threads.
 template <typename T, int PRE>
-cudaError_t launch_lift(const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
-                        const float* inv_s1,
-                        const float* L, const float* R, int n1, int n2, int C, uint32_t* zf, int steps, int spc,
-                        int M, size_t smem, int flags, cudaStream_t stream) {
+cudaError_t launch_lift(bool tiled, const void* x, long long ldx, int in_features, const void* nw, int nw_dtype,
+                        float eps, const float* inv_s1, const float* L, const float* R, int n1, int n2, int C,
+                        uint32_t* zf, int steps, int spc, int M, size_t smem, int flags, cudaStream_t stream) {
 #define LQ_ARGS x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, flags, stream
-  if (n1 * n2 > WIDE_LIFT) return launch_lift_threads<T, PRE, WIDE_LIFT_THREADS>(LQ_ARGS);
+  if (tiled) return launch_lift_threads<T, PRE, 0>(LQ_ARGS);
+  if ((long long)n1 * n2 > WIDE_LIFT) return launch_lift_threads<T, PRE, WIDE_LIFT_THREADS>(LQ_ARGS);
   return launch_lift_threads<T, PRE, LIFT_THREADS>(LQ_ARGS);
-#undef LQ_ARGS
 }
 
 template <typename T>
-cudaError_t dispatch_lift(int pre, const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
-                          const float* inv_s1, const float* L, const float* R, int n1, int n2, int C, uint32_t* zf,
-                          int steps, int spc, int M, size_t smem, int flags, cudaStream_t stream) {
-#define LQ_ARGS x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, flags, stream
-  if (pre == 1) return launch_lift<T, 1>(LQ_ARGS);
-  if (pre == 2) return launch_lift<T, 2>(LQ_ARGS);
-  return launch_lift<T, 0>(LQ_ARGS);
+cudaError_t dispatch_lift(bool tiled, int pre, const void* x, long long ldx, int in_features, const void* nw,
+                          int nw_dtype, float eps, const float* inv_s1, const float* L, const float* R, int n1, int n2,
+                          int C, uint32_t* zf, int steps, int spc, int M, size_t smem, int flags, cudaStream_t stream) {
+  if (pre == 1) return launch_lift<T, 1>(tiled, LQ_ARGS);
+  if (pre == 2) return launch_lift<T, 2>(tiled, LQ_ARGS);
+  return launch_lift<T, 0>(tiled, LQ_ARGS);
 #undef LQ_ARGS
 }
 
@@ -1107,6 +1318,28 @@ cudaError_t lift_smem(int n1, int n2, int C, int spc, size_t* smem, int* stage_r
   return cudaSuccess;
 }
 
+// Dynamic shared memory of a lift_tiled_kernel block on a device with cap bytes per block, or 0 where that
+// kernel does not take the shape (see lift_tiled_kernel) or LIFTEXPORT_LIFT_TILED is 0 (read at every call;
+// 1, or unset with LQ_LIFT_TILED 1: wherever it fits).
+size_t tiled_smem(int n1, int n2, int C, int spc, int cap) {
+  const char* v = std::getenv("LIFTEXPORT_LIFT_TILED");
+  if (v ? v[0] == '0' : !LQ_LIFT_TILED) return 0;
+  const int G = pow2_lanes(n2, TILED_THREADS);
+  if (G == 0 || pow2_lanes(C, TILED_THREADS) == 0 || (n1 + G - 1) / G > TILED_KMAX) return 0;
+  const size_t rows = (256 * (size_t)spc) / C + 2, chunks = (rows + 3) / 4;
+  const size_t bytes = 16 * chunks * ((size_t)n1 + n2) +
+                       sizeof(float) * ((size_t)n2 * C + (size_t)n1 * n2 + 256 * (size_t)spc);
+  return bytes + 1024 <= (size_t)cap ? bytes : 0;
+}
+
+// Shared memory per block (opt-in maximum) of the current device.
+cudaError_t smem_cap(int* cap) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(cap, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  return e;
+}
+
 }  // namespace
 
 extern "C" {
@@ -1116,9 +1349,10 @@ extern "C" {
 __attribute__((visibility("default"))) int lq_lift_planes_fits(int n1, int n2, int C, int spc) {
   if (n1 < 1 || n2 < 1 || C < 1 || spc < 1 || spc > 16) return 0;
   size_t smem = 0;
-  int stage_r = 0;
-  const cudaError_t e = lift_smem(n1, n2, C, spc, &smem, &stage_r);
-  return e != cudaSuccess ? -(int)e : smem > 0;
+  int stage_r = 0, cap = 0;
+  cudaError_t e = lift_smem(n1, n2, C, spc, &smem, &stage_r);
+  if (e == cudaSuccess) e = smem_cap(&cap);
+  return e != cudaSuccess ? -(int)e : smem > 0 || tiled_smem(n1, n2, C, spc, cap) > 0;
 }
 
 // Transform and planes in one launch: zf [M, steps = ceil(n1 * C / 256), 33, 4] from x [M, width] (row
@@ -1141,20 +1375,25 @@ __attribute__((visibility("default"))) int lq_lift_planes(const void* x, int dty
     return -1;
   if (M == 0) return 0;
   size_t smem = 0;
-  int stage_r = 0;
+  int stage_r = 0, cap = 0;
   if (const cudaError_t e = lift_smem(n1, n2, (int)C, spc, &smem, &stage_r); e != cudaSuccess) return (int)e;
-  if (!smem) return -3;  // input too wide for one block's shared memory
-  const int flags = stage_r | (static_weights << 1) | lift_mappings(n1, n2, (int)C);
+  if (const cudaError_t e = smem_cap(&cap); e != cudaSuccess) return (int)e;
+  const size_t tsmem = tiled_smem(n1, n2, (int)C, spc, cap);
+  if (!smem && !tsmem) return -3;  // input too wide for one block's shared memory
+  const bool tiled = tsmem > 0;
+  const int flags = tiled ? static_weights << 1 : stage_r | (static_weights << 1) | lift_mappings(n1, n2, (int)C);
+  if (tiled) smem = tsmem;
   cudaError_t e;
+#define LQ_ARGS tiled, pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, flags, stream
   switch (dtype) {
-    case F32: e = dispatch_lift<float>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, flags, stream); break;
-    case F16: e = dispatch_lift<__half>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, flags, stream); break;
-    case BF16: e = dispatch_lift<__nv_bfloat16>(pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, flags, stream); break;
+    case F32: e = dispatch_lift<float>(LQ_ARGS); break;
+    case F16: e = dispatch_lift<__half>(LQ_ARGS); break;
+    case BF16: e = dispatch_lift<__nv_bfloat16>(LQ_ARGS); break;
     default: return -2;
   }
+#undef LQ_ARGS
   return (int)e;
 }
-
 
 // Which split sums of lq_lift_planes take blocked parts for an n1 x n2 input with C lifted columns per row:
 // bit log2(G) of (result >> 2) & 63 for W = L X, of (result >> 8) & 63 for W R (host only; -1 on bad arguments).

@@ -11,8 +11,9 @@ embedding), stored as [batch, heads * hd]. The position is read from a device te
 captured once serves every step. Grouped-query attention: program (b, h) reads kv head h // (H / KVH);
 the first query head of each group writes the cache, and every program takes the new key and value from
 registers, not from the cache. On sm_90 the kernel takes part in programmatic dependent launch like the
-CUDA kernels (kernels/cuda/binary_gemv.cu): it lets the next kernel launch at once and reads nothing
-before the previous kernel is complete.
+CUDA kernels (kernels/cuda/binary_gemv.cu): it lets the next kernel launch at once and, before the previous
+kernel is complete, reads only what no kernel of the same decode step writes (EARLY: the position, the
+cos/sin rows and its first block of cached keys and values below the position).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ MAX_SPLITS = 16  # programs per (sequence, head) splitting the keys (flash-decod
 #: program's memory round trips overlap; 7B decode step at 3.0 bits +2%, 2.4 unchanged, H100,
 #: bench/results/attn_pipe/); LIFTEXPORT_ATTN_PIPE=0: each block loaded at the top of its iteration
 PIPE = os.environ.get("LIFTEXPORT_ATTN_PIPE", "1") != "0"
+#: with programmatic dependent launch, the step's position, the cos/sin tables and (PIPE) the first block of
+#: cached keys and values are read before waiting for the previous kernel (the QKV projection): none of them is
+#: written by a kernel of the same decode step (the position and the tables before the step; cache rows below
+#: pos by earlier steps). LIFTEXPORT_ATTN_EARLY=0: everything after the wait.
+EARLY = os.environ.get("LIFTEXPORT_ATTN_EARLY", "1") != "0"
 
 
 @functools.cache
@@ -73,13 +79,14 @@ def _load_kv(kc_ptr, vc_ptr, cache, keys, i, hi, HD: tl.constexpr, HALF: tl.cons
 def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr, cnt_ptr,
                              out_ptr, q_stride, k_stride, v_stride, H, KVH, max_len, sm_scale, S,
                              HD: tl.constexpr, HALF: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
-                             SP: tl.constexpr, GDC: tl.constexpr, PIPE: tl.constexpr):
+                             SP: tl.constexpr, GDC: tl.constexpr, PIPE: tl.constexpr, EARLY: tl.constexpr):
     """Program (b, h, sp): keys [sp * CHUNK, (sp + 1) * CHUNK) below pos of sequence b, query head h;
     split 0 also the new key (and its cache write). Writes its partial softmax state (running max m,
     sum l, unnormalised output) to part[b, h, sp] = [m, l, acc (HD)], then counts itself done in
     cnt[b, h]; the S-th to do so combines the S states into out[b, h] and sets cnt[b, h] back to 0."""
-    if GDC:  # programmatic dependent launch: the next kernel may launch now; nothing is read before the wait
+    if GDC:  # programmatic dependent launch: the next kernel may launch now
         tl.extra.cuda.gdc_launch_dependents()
+    if GDC and not EARLY:  # nothing read before the previous kernel is complete
         tl.extra.cuda.gdc_wait()
     b = tl.program_id(0)
     h = tl.program_id(1)
@@ -98,6 +105,8 @@ def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_p
     c2 = tl.load(cos_ptr + pos * HD + HALF + i).to(tl.float32)
     s1 = tl.load(sin_ptr + pos * HD + i).to(tl.float32)
     s2 = tl.load(sin_ptr + pos * HD + HALF + i).to(tl.float32)
+    if GDC and EARLY:  # the position, tables and cached keys below pos are written before the step: read early
+        tl.extra.cuda.gdc_wait()
     qb = q_ptr + b * q_stride + h * HD
     q1 = tl.load(qb + i).to(tl.float32)
     q2 = tl.load(qb + HALF + i).to(tl.float32)
@@ -200,6 +209,6 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
     _decode_attention_kernel[(B, H, S)](q, k, v, cos, sin, k_cache, v_cache, pos, part, counters, out, q.stride(0),
                                         k.stride(0), v.stride(0), H, KVH, max_len, 1.0 / hd ** 0.5, S,
                                         HD=hd, HALF=hd // 2, CHUNK=chunk, BLOCK=min(BLOCK_N, chunk),
-                                        SP=triton.next_power_of_2(S), GDC=pdl, PIPE=PIPE, num_warps=4,
+                                        SP=triton.next_power_of_2(S), GDC=pdl, PIPE=PIPE, EARLY=EARLY, num_warps=4,
                                         **({"launch_pdl": True} if pdl else {}))
     return out

@@ -173,13 +173,17 @@ def _transform(in_features, D, d, seed):
     return tf, L.cuda(), R.cuda()
 
 
-# 11008: wider than WIDE_LIFT, blocks of 1024 threads
+# 11008: wider than WIDE_LIFT (the general kernel's blocks of 1024 threads); 8192 at 23/7 (X 1171 x 7): too many
+# values of X per thread for the register-tiled kernel, so the general one runs either way
 @pytest.mark.parametrize("in_features,D,d", [(64, 24, 10), (300, 16, 8), (1000, 24, 8), (4096, 24, 10), (1100, 23, 10),
-                                             (11008, 24, 10)])
+                                             (11008, 24, 10), (8192, 23, 7)])
 @pytest.mark.parametrize("pre", ["none", "rms", "glu"])
 @pytest.mark.parametrize("M", [1, 3])
 @pytest.mark.parametrize("spc", [1, 2, 5])
-def test_lift_planes_matches_float64(in_features, D, d, pre, M, spc):
+@pytest.mark.parametrize("kernel", ["tiled", "general"])
+def test_lift_planes_matches_float64(in_features, D, d, pre, M, spc, kernel, monkeypatch):
+    """Both lift kernels (LIFTEXPORT_LIFT_TILED, read at every call: 1 the register-tiled one where it fits)."""
+    monkeypatch.setenv("LIFTEXPORT_LIFT_TILED", "1" if kernel == "tiled" else "0")
     from liftexport.runtime.triton_linear import torch_prologue
     from liftexport.transform import lift_with_factors
 
@@ -196,6 +200,11 @@ def test_lift_planes_matches_float64(in_features, D, d, pre, M, spc):
     zf = CB.workspace(M, Kl, "cuda")
     zf.fill_(-1)
     Lf, Rf = L.float(), R.float()
+    if not CB.lift_fits(n1, n2, C, spc, "cuda"):  # (8192 at 23/7 with 5 k-steps per block: 57 rows of L)
+        with pytest.raises(LiftExportError, match="does not fit"):
+            CB.lift_planes(x, in_features, inv, Lf, Rf, zf, rms=rms, glu=pre == "glu", spc=spc)
+        assert (spc, in_features) == (5, 8192)
+        return
     CB.lift_planes(x, in_features, inv, Lf, Rf, zf, rms=rms, glu=pre == "glu", spc=spc)
     torch.cuda.synchronize()  # the weights are now written: the static-weights path gives the same words
     zs = CB.workspace(M, Kl, "cuda").fill_(-1)
@@ -203,7 +212,6 @@ def test_lift_planes_matches_float64(in_features, D, d, pre, M, spc):
     assert torch.equal(zs, zf)
     y = torch.full((M, 36), float("nan"), device="cuda")
     CB.gemv(words, zf, scales, bias, y)
-    assert CB.lift_fits(n1, n2, C, spc, "cuda")
     xp = torch_prologue(x.double(), (rms[0].double(), rms[1]) if rms else None, pre == "glu", in_features)
     u = lift_with_factors(xp, L, R, tf.s1.cuda().double(), in_features, n1, n2)
     ref = _reference(u, words, Kl, scales, bias)
