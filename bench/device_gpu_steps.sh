@@ -7,6 +7,8 @@
 #            log to $OUT/test_cuda_binary.log
 #   probe    bench/gpu_binary_probe.py --gemv-only, PDL off and on ($OUT/probe_gemv_pdl{0,1}.json)
 #   prof     bench/gpu_decode_profile.py with LIFTEXPORT_PDL=0 ($OUT/gpu_decode_profile.json)
+#   timeline bench/gpu_decode_profile.py --timeline with programmatic launch on, as the engine runs: each kernel's
+#            share of a step's critical path ($OUT/gpu_decode_timeline.json)
 #   e2e      bench/gpu_e2e.py --steps 96 ($OUT/gpu_e2e.json)
 #   gemv     bench/gpu_gemv.py, the full table (about 90 s on the H100)
 #   roof     bench/gpu_read_roofline.py: the best plain read of one GEMV's bytes ($OUT/gpu_read_roofline.json)
@@ -17,7 +19,7 @@
 #            with those variables set ($OUT/e2e_NAMEENAME_PASS.json)
 #   A LIB_VARIANTS name may carry its source folder: "old@bench/old_cuda=" builds bench/old_cuda (a copy of
 #   kernels/cuda from another commit) instead of kernels/cuda.
-# e.g. STEP=test,prof,e2e bash bench/device_gpu_steps.sh   (about 2 minutes on the H100)
+# e.g. STEP=test,prof,timeline,e2e bash bench/device_gpu_steps.sh   (about 3 minutes on the H100)
 set -uo pipefail
 REPO=$PWD
 cmake -S kernels/cuda -B /tmp/bc -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null && cmake --build /tmp/bc -j 16 | grep -i error
@@ -40,6 +42,10 @@ if has probe; then
 fi
 if has prof; then
   LIFTEXPORT_PDL=0 python /tmp/b/gpu_decode_profile.py --json "$OUT/gpu_decode_profile.json" 2>&1 | grep -v Warn | cut -c1-150
+fi
+if has timeline; then
+  python /tmp/b/gpu_decode_profile.py --timeline --json "$OUT/gpu_decode_timeline.json" 2>&1 | grep -v Warn \
+    | sed -n '/timeline/,/^$/p' | cut -c1-130
 fi
 if has e2e; then
   python /tmp/b/gpu_e2e.py --steps 96 --json "$OUT/gpu_e2e.json" 2>&1 | grep -v Warn | tail -12

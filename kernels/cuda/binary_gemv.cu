@@ -16,7 +16,8 @@
 //           k-step (relative 2^-16 of the step's largest value) and float32 accumulation. For one token
 //           on sm_90 the same MMAs can read codes and planes from a ring in shared memory that the tensor
 //           memory accelerator fills (gemv_tma_kernel; use_tma says where).
-//   lift_planes  the lifted transform of x (RMSNorm or SwiGLU fused in) and its planes in one launch.
+//   lift_planes  the lifted transform of x (RMSNorm or SwiGLU fused in) and its planes in one launch:
+//           lift_tiled_kernel where the shape fits its register tiling (tiled_smem), else lift_planes_kernel.
 // C ABI (ctypes: liftexport/kernels/cuda_binary.py); every entry validates its arguments and returns
 // 0 or a nonzero code (negative: bad arguments, positive: the CUDA error).
 #include <cuda_bf16.h>
@@ -55,7 +56,7 @@ constexpr int STEP_WORDS = 33 * 4;      // words per k-step in the planes buffer
 #endif
 constexpr int WIDE_BLOCKS_PER_SM = LQ_WIDE_BLOCKS;
 constexpr int PLANE_WARPS = 8;           // k-steps per planes block (one per warp)
-// threads of a lift_planes block: 512, or 1024 for inputs wider than WIDE_LIFT values (down_proj of a
+// threads of a lift_planes_kernel block: 512, or 1024 for inputs wider than WIDE_LIFT values (down_proj of a
 // 7B model, 11008: 18.5 us per call in a decode step vs 23.8 with 512 and 32.3 with 256; 4096-wide
 // inputs 8.7-9.2 us with 512, 9.3-11 with 1024, 12.7-13.9 with 256: bench/results/lift_threads/)
 constexpr int LIFT_THREADS = 512, WIDE_LIFT_THREADS = 1024, WIDE_LIFT = 8192;
@@ -1158,7 +1159,6 @@ bool use_tma(int dev, int N, int sms, int flags) {
   return mode == 2 || (mode == 1 && (N + 31) / 32 <= sms);
 }
 
-// The TMA gemv for one token (see gemv_tma_kernel); cudaErrorNotSupported where the tensor map is refused.
 // The TMA gemv for one token (see gemv_tma_kernel); cudaErrorNotSupported where a tensor map is refused.
 template <typename T>
 cudaError_t launch_gemv_tma(const uint32_t* words, int KW, int N, const uint32_t* zf, int steps, const float* rscale,
@@ -1360,7 +1360,9 @@ __attribute__((visibility("default"))) int lq_lift_planes_fits(int n1, int n2, i
 // (nw [in_features] of dtype nw_dtype, eps), 2 SiLU(gate) * up; inv_s1 float32 [n1 * n2] (>= in_features),
 // L float32 [n1, n1], R float32 [n2, C]. spc: k-steps per block (1..16). static_weights 1: no work queued
 // earlier in the stream writes inv_s1, L or R (weights), so with programmatic dependent launch the kernel
-// stages them into shared memory before it waits for the previous kernel; 0: it only prefetches them.
+// stages them into shared memory before it waits for the previous kernel; 0: it reads them after the wait
+// (the general kernel prefetches them into L2 first). The kernel: lift_tiled_kernel where it fits (and
+// LIFTEXPORT_LIFT_TILED is not 0), else lift_planes_kernel (-3 where neither fits).
 __attribute__((visibility("default"))) int lq_lift_planes(const void* x, int dtype, int M, long long ldx,
                                                           int in_features, int pre, const void* nw, int nw_dtype,
                                                           float eps,
