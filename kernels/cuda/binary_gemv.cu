@@ -1098,9 +1098,9 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, int threads, size_t sme
 }
 
 // Lets kernel launch with smem bytes of dynamic shared memory: above the 48 KB default a kernel must opt in.
-// opted: what the kernel (one template instance: a static at the call site) may use so far. (Asking every
-// kernel here for the largest shared-memory carveout, so that a lift block and a TMA gemv block always fit one
-// SM, made the 7B decode step slower, 454 -> 447 tok/s at 2.4 bits: bench/results/lift_tiled/.)
+// opted: what the kernel (one template instance: a static at the call site) may use so far. (Asking the gemv
+// and lift kernels, or either, for the largest shared-memory carveout, so that a lift block and a TMA gemv block
+// always fit one SM, made the 7B decode step slower: 2.4 bits 454 -> 447, 450 -> 443 tok/s; bench/results/lift_tiled/.)
 template <typename... Params>
 cudaError_t allow_dynamic_smem(void (*kernel)(Params...), size_t smem, size_t& opted) {
   if (smem <= opted) return cudaSuccess;
@@ -1231,11 +1231,18 @@ cudaError_t dispatch_gemv(const uint32_t* words, int KW, int N, const uint32_t* 
 #undef LQ_ARGS
 }
 
+// The lift kernel of THREADS threads (0: lift_tiled_kernel, TILED_THREADS).
+template <typename T, int PRE, int THREADS>
+auto lift_kernel() {
+  if constexpr (THREADS == 0) return lift_tiled_kernel<T, PRE>;
+  else return lift_planes_kernel<T, PRE, THREADS>;
+}
+
 template <typename T, int PRE, int THREADS>
 cudaError_t launch_lift_threads(const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
                                 const float* inv_s1, const float* L, const float* R, int n1, int n2, int C,
                                 uint32_t* zf, int steps, int spc, int M, size_t smem, int flags, cudaStream_t stream) {
-  auto kernel = THREADS == 0 ? lift_tiled_kernel<T, PRE> : lift_planes_kernel<T, PRE, (THREADS ? THREADS : 32)>;
+  const auto kernel = lift_kernel<T, PRE, THREADS>();
   static size_t opted = 48 << 10;
   if (const cudaError_t e = allow_dynamic_smem(kernel, smem, opted); e != cudaSuccess) return e;
   const dim3 grid((steps + spc - 1) / spc, M);
@@ -1243,13 +1250,13 @@ cudaError_t launch_lift_threads(const void* x, long long ldx, int in_features, c
                 in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, flags);
 }
 
+#define LQ_ARGS x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, flags, stream
 // The lift kernel for an input of n1 x n2 values: the register-tiled one (tiled, THREADS 0), else
 // lift_planes_kernel with LIFT_THREADS or, wider than WIDE_LIFT, WIDE_LIFT_THREADS threads.
 template <typename T, int PRE>
 cudaError_t launch_lift(bool tiled, const void* x, long long ldx, int in_features, const void* nw, int nw_dtype,
                         float eps, const float* inv_s1, const float* L, const float* R, int n1, int n2, int C,
                         uint32_t* zf, int steps, int spc, int M, size_t smem, int flags, cudaStream_t stream) {
-#define LQ_ARGS x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, flags, stream
   if (tiled) return launch_lift_threads<T, PRE, 0>(LQ_ARGS);
   if ((long long)n1 * n2 > WIDE_LIFT) return launch_lift_threads<T, PRE, WIDE_LIFT_THREADS>(LQ_ARGS);
   return launch_lift_threads<T, PRE, LIFT_THREADS>(LQ_ARGS);
@@ -1302,14 +1309,20 @@ int lift_mappings(int n1, int n2, int C) {
   return last[3];
 }
 
+// Shared memory per block (opt-in maximum) of the current device.
+cudaError_t smem_cap(int* cap) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(cap, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  return e;
+}
+
 // Dynamic shared memory of a lift_planes block on the current device: without R (0 if even that does
 // not fit one block: the input is too wide) and whether R fits beside it.
 cudaError_t lift_smem(int n1, int n2, int C, int spc, size_t* smem, int* stage_r) {
   const size_t rows = (256 * (size_t)spc) / C + 2;
-  int dev = 0, cap = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&cap, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  if (e != cudaSuccess) return e;
+  int cap = 0;
+  if (const cudaError_t e = smem_cap(&cap); e != cudaSuccess) return e;
   const size_t base = sizeof(float) * ((size_t)n1 * n2 + rows * (n1 + n2) + 256 * (size_t)spc);
   const size_t with_r = base + sizeof(float) * (size_t)n2 * C;
   *smem = base + 1024 <= (size_t)cap ? base : 0;
@@ -1330,14 +1343,6 @@ size_t tiled_smem(int n1, int n2, int C, int spc, int cap) {
   const size_t bytes = 16 * chunks * ((size_t)n1 + n2) +
                        sizeof(float) * ((size_t)n2 * C + (size_t)n1 * n2 + 256 * (size_t)spc);
   return bytes + 1024 <= (size_t)cap ? bytes : 0;
-}
-
-// Shared memory per block (opt-in maximum) of the current device.
-cudaError_t smem_cap(int* cap) {
-  int dev = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(cap, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  return e;
 }
 
 }  // namespace
