@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import re
 import json
 import os
+import re
 import tempfile
 import time
 
@@ -55,7 +55,7 @@ TIMELINE = False
 
 def kernel_label(name: str, seen: collections.Counter) -> str:
     """A short label for a kernel of a decode step; the binary GEMVs by their place in the layer."""
-    m = re.search(r"lift_planes_kernel<[^,]+, (\d)", name)
+    m = re.search(r"lift_(?:planes|tiled)_kernel<[^,]+, (\d)", name)
     if m:
         return "lift " + {"0": "plain", "1": "RMSNorm", "2": "SwiGLU"}[m.group(1)]
     if "gemv" in name:

@@ -55,6 +55,8 @@ def load():
             lib.lq_lift_planes.argtypes = [P, I, I, L, I, I, P, I, ctypes.c_float, P, P, P, I, I, I, P, I, I, I, P]
             lib.lq_lift_planes_fits.restype = I
             lib.lq_lift_planes_fits.argtypes = [I, I, I, I]
+            lib.lq_lift_planes_kernel.restype = I
+            lib.lq_lift_planes_kernel.argtypes = [I, I, I, I]
             lib.lq_lift_mappings.restype = I
             lib.lq_lift_mappings.argtypes = [I, I, I]
             lib.lq_binary_gemv.restype = I
@@ -144,6 +146,16 @@ def lift_fits(n1: int, n2: int, C: int, spc: int, device) -> bool:
         rc = load().lq_lift_planes_fits(n1, n2, C, spc)
     _check(min(rc, 0), "lift planes fits")
     return rc == 1
+
+
+def lift_kernel(n1: int, n2: int, C: int, spc: int, device) -> str | None:
+    """Which kernel lift_planes runs now for an n1 x n2 input with C lifted columns per row on ``device``:
+    "tiled" (registers; unless LIFTEXPORT_LIFT_TILED=0), "general", or None where neither fits."""
+    with torch.cuda.device(device):
+        rc = load().lq_lift_planes_kernel(n1, n2, C, spc)
+    if rc < -3 or rc == -1:
+        raise LiftExportError(f"lift planes kernel: {'bad arguments' if rc == -1 else 'CUDA error'} (code {rc})")
+    return {1: "tiled", 0: "general"}.get(rc)
 
 
 def lift_mappings(n1: int, n2: int, C: int) -> tuple[int, int]:

@@ -1360,6 +1360,18 @@ __attribute__((visibility("default"))) int lq_lift_planes_fits(int n1, int n2, i
   return e != cudaSuccess ? -(int)e : smem > 0 || tiled_smem(n1, n2, C, spc, cap) > 0;
 }
 
+// Which kernel lq_lift_planes runs for an input of n1 x n2 values with C lifted columns per row now: 1 the
+// register-tiled one, 0 the general one, -3 neither fits, < -3 (minus 3 minus the code) on a CUDA error.
+__attribute__((visibility("default"))) int lq_lift_planes_kernel(int n1, int n2, int C, int spc) {
+  if (n1 < 1 || n2 < 1 || C < 1 || spc < 1 || spc > 16) return -1;
+  size_t smem = 0;
+  int stage_r = 0, cap = 0;
+  cudaError_t e = lift_smem(n1, n2, C, spc, &smem, &stage_r);
+  if (e == cudaSuccess) e = smem_cap(&cap);
+  if (e != cudaSuccess) return -3 - (int)e;
+  return tiled_smem(n1, n2, C, spc, cap) > 0 ? 1 : smem > 0 ? 0 : -3;
+}
+
 // Transform and planes in one launch: zf [M, steps = ceil(n1 * C / 256), 33, 4] from x [M, width] (row
 // stride ldx; dtype as below; width = in_features, or 2 * in_features for pre 2), pre 0 none, 1 RMSNorm
 // (nw [in_features] of dtype nw_dtype, eps), 2 SiLU(gate) * up; inv_s1 float32 [n1 * n2] (>= in_features),

@@ -200,10 +200,11 @@ def test_lift_planes_matches_float64(in_features, D, d, pre, M, spc, kernel, mon
     zf = CB.workspace(M, Kl, "cuda")
     zf.fill_(-1)
     Lf, Rf = L.float(), R.float()
+    runs = CB.lift_kernel(n1, n2, C, spc, "cuda")
+    assert runs == (None if (spc, in_features) == (5, 8192) else "general" if in_features == 8192 else kernel)
     if not CB.lift_fits(n1, n2, C, spc, "cuda"):  # (8192 at 23/7 with 5 k-steps per block: 57 rows of L)
         with pytest.raises(LiftExportError, match="does not fit"):
             CB.lift_planes(x, in_features, inv, Lf, Rf, zf, rms=rms, glu=pre == "glu", spc=spc)
-        assert (spc, in_features) == (5, 8192)
         return
     CB.lift_planes(x, in_features, inv, Lf, Rf, zf, rms=rms, glu=pre == "glu", spc=spc)
     torch.cuda.synchronize()  # the weights are now written: the static-weights path gives the same words
