@@ -267,6 +267,39 @@ __device__ long long lq_lift_t[LQ_T_BLOCKS][LQ_T_MARKS];
   } while (0)
 #endif
 
+// Diagnostic build only (-DLQ_TRACE, bench/gpu_block_trace.py): thread 0 of every block of the TMA gemv and
+// the tiled lift records %globaltimer (ns, one clock for all SMs) at the block's start, after its PDL wait
+// and at its end, with a key: kind (bit 63: lift), SM (bits 48-55), block (32-47), shape (0-31: gemv N | steps
+// << 20, lift in_features | PRE << 28); lq_trace_read copies the records out.
+#ifdef LQ_TRACE
+constexpr int LQ_TRACE_MAX = 1 << 16;
+__device__ unsigned long long lq_trace_buf[LQ_TRACE_MAX][4];
+__device__ unsigned int lq_trace_n;
+__device__ __forceinline__ unsigned long long lq_gtime() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+#define LQ_TR_START unsigned long long lq_t0 = threadIdx.x == 0 ? lq_gtime() : 0, lq_t1 = 0
+#define LQ_TR_WAITED \
+  if (threadIdx.x == 0) lq_t1 = lq_gtime()
+#define LQ_TR_END(kind, shape)                                                                       \
+  if (threadIdx.x == 0) {                                                                            \
+    unsigned smid;                                                                                   \
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));                                               \
+    const unsigned i = atomicAdd(&lq_trace_n, 1u);                                                   \
+    if (i < LQ_TRACE_MAX) {                                                                          \
+      lq_trace_buf[i][0] = ((unsigned long long)(kind) << 63) | ((unsigned long long)(smid & 255) << 48) | \
+                           ((unsigned long long)(blockIdx.x & 0xFFFF) << 32) | (unsigned)(shape);    \
+      lq_trace_buf[i][1] = lq_t0, lq_trace_buf[i][2] = lq_t1, lq_trace_buf[i][3] = lq_gtime();      \
+    }                                                                                                \
+  }
+#else
+#define LQ_TR_START
+#define LQ_TR_WAITED
+#define LQ_TR_END(kind, shape)
+#endif
+
 // Planes of a given u: one warp per k-step s of a token (grid: ceil(steps / PLANE_WARPS) x M).
 template <typename T>
 __global__ void __launch_bounds__(PLANE_WARPS * 32) planes_kernel(const T* __restrict__ u, int K, long long ldu,
@@ -509,7 +542,7 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
 static_assert(LQ_TILED_PW == 2 || LQ_TILED_PW == 4 || LQ_TILED_PW == 8 || LQ_TILED_PW == 16, "planes per warp");
 // TILED_MAXREG: a block (512 x 80 registers) and a TMA gemv block (288 x 72) share an SM's 65,536 registers
 constexpr int TILED_THREADS = 512, TILED_KMAX = 32;
-#define TILED_MAXREG 80
+#define TILED_MAXREG 80  // (72, for a per-quarter-SM register split, changed nothing: bench/results/lift_tiled/c16_maxreg72/)
 // The largest power of two G <= 32 with n * G <= threads (0 if n > threads).
 __host__ __device__ __forceinline__ int pow2_lanes(int n, int threads) {
   if (n > threads) return 0;
@@ -601,6 +634,7 @@ __global__ void __maxnreg__(TILED_MAXREG) lift_tiled_kernel(
   const int G = pow2_lanes(n2, THREADS), j = tid / G, sub = tid & (G - 1);
   const int G2 = pow2_lanes(C, THREADS), c = tid / G2, sub2 = tid & (G2 - 1);
   const bool a_on = j < n2, b_on = c < C;
+  LQ_TR_START;
   LQ_T(0);
   pdl_trigger();
   if (!static_w) pdl_wait();
@@ -623,6 +657,7 @@ __global__ void __maxnreg__(TILED_MAXREG) lift_tiled_kernel(
   LQ_T(1);  // weights staged
   if (static_w) pdl_wait();
   LQ_T(2);  // the previous kernel complete
+  LQ_TR_WAITED;
   float ss = 0.f;
   constexpr int U = 4;  // 8-value groups per thread in flight
   for (int g0 = tid; g0 < groups; g0 += U * THREADS) {
@@ -690,6 +725,7 @@ __global__ void __maxnreg__(TILED_MAXREG) lift_tiled_kernel(
     if (part == 0 && lane == 0) store_step_scale(zs, sum, fo);
   }
   LQ_T(6);  // planes stored (warp 0's part)
+  LQ_TR_END(1, in_features | (PRE << 28));
 }
 
 __device__ __forceinline__ void bmma(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
@@ -946,6 +982,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
   const int iters = (t1 - t0 + span - 1) / span * nch;
   auto first_tile = [&](int it) { return t0 + it / nch * span; };
   auto box_tiles = [&](int it) { return min(span, t1 - first_tile(it)); };
+  LQ_TR_START;
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) {
       mbar_init(bars + 8 * s, 1);
@@ -1003,6 +1040,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
     return;
   }
   pdl_wait();  // y may be read by the kernel before this one
+  LQ_TR_WAITED;
   const int g = lane >> 2, t = lane & 3;
   float pw[2][2];
   lane_plane_weights(pw, t);
@@ -1062,6 +1100,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
     if (box_tiles(it) == 2) chunk(std::integral_constant<int, 2>(), it);
     else chunk(std::integral_constant<int, 1>(), it);
   }
+  LQ_TR_END(0, N | (steps << 20));
 #else
   __trap();  // launched only on sm_90 and newer
 #endif
@@ -1420,6 +1459,21 @@ __attribute__((visibility("default"))) int lq_lift_mappings(int n1, int n2, int 
   if (n1 < 1 || n2 < 1 || C < 1 || n1 > (1 << 20) || n2 > (1 << 20) || C > (1 << 20)) return -1;
   return lift_mappings(n1, n2, C);
 }
+
+#ifdef LQ_TRACE
+// The diagnostic build's block records: up to max of them into out [max, 4] (host memory); returns how many
+// (and starts the next trace), < 0 on an error.
+__attribute__((visibility("default"))) int lq_trace_read(unsigned long long* out, int max) {
+  unsigned n = 0;
+  if (!out || max < 0 || cudaDeviceSynchronize() != cudaSuccess ||
+      cudaMemcpyFromSymbol(&n, lq_trace_n, sizeof(n)) != cudaSuccess)
+    return -1;
+  n = std::min<unsigned>(std::min<unsigned>(n, LQ_TRACE_MAX), (unsigned)max);
+  if (n && cudaMemcpyFromSymbol(out, lq_trace_buf, n * 4 * sizeof(unsigned long long)) != cudaSuccess) return -1;
+  const unsigned zero = 0;
+  return cudaMemcpyToSymbol(lq_trace_n, &zero, sizeof(zero)) == cudaSuccess ? (int)n : -1;
+}
+#endif
 
 #ifdef LQ_LIFT_TIMING
 // The diagnostic build's phase records: out [LQ_T_BLOCKS * LQ_T_MARKS] int64 (host memory).
