@@ -29,7 +29,7 @@ from liftexport.runtime.engine import DecoderEngine
 STEPS = 20
 
 
-def profile_engine(eng):
+def profile_engine(eng, timeline: bool = False):
     ids = torch.randint(0, 32000, (1, CTX), device="cuda")
     nxt = eng.prefill(ids).argmax(-1, keepdim=True)
     eng.capture()
@@ -40,17 +40,14 @@ def profile_engine(eng):
         for p in range(CTX + 4, CTX + 4 + STEPS):
             nxt = eng.step(nxt, p).argmax(-1, keepdim=True)
         torch.cuda.synchronize()
-    timeline = step_timeline(prof) if TIMELINE else None
+    steps = step_timeline(prof) if timeline else None
     kern = collections.defaultdict(lambda: [0.0, 0])
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CUDA:
             k = kern[e.name[:90]]
             k[0] += e.device_time
             k[1] += 1
-    return {n: (us / STEPS, c / STEPS) for n, (us, c) in kern.items()}, timeline
-
-
-TIMELINE = False
+    return {n: (us / STEPS, c / STEPS) for n, (us, c) in kern.items()}, steps
 
 
 def kernel_label(name: str, seen: collections.Counter) -> str:
@@ -109,8 +106,6 @@ def main():
     ap.add_argument("--lift-spc", type=int, default=None, help="k-steps per lift_planes block (runtime default)")
     ap.add_argument("--timeline", action="store_true", help="critical-path share of each kernel (PDL on)")
     args = ap.parse_args()
-    global TIMELINE
-    TIMELINE = args.timeline
     if args.lift_spc:
         TL.LIFT_SPC = args.lift_spc
     cfg = config(args.layers)
@@ -119,7 +114,7 @@ def main():
     for rate in args.rates.split(","):
         groups = dense(cfg) if rate == "fp16" else lifted(cfg, *map(int, rate.split("/")))
         eng = DecoderEngine(cfg.to_dict(), k, groups, dtype=torch.float16, device="cuda", max_len=CTX + 8 + STEPS)
-        kern, timeline = profile_engine(eng)
+        kern, timeline = profile_engine(eng, args.timeline)
         total = sum(us for us, _ in kern.values())
         print(f"\n== {rate}: {total:.1f} us of kernels per step, {total / args.layers:.1f} per layer "
               f"({args.layers} layers + head)")

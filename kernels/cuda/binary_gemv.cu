@@ -128,24 +128,26 @@ __device__ __forceinline__ void store_step_scale(float zs, int sum, uint32_t* __
   reinterpret_cast<uint4*>(frag_out)[32] = make_uint4(__float_as_uint(zs), __float_as_uint(__fmul_rn(zs, (float)sum)), 0u, 0u);
 }
 
-// Half J of a step's fragment from its integers (q as quantize_step gives them): the words of planes
-// 8 J .. 8 J + 7, a ballot each. Fragment order, zf[m][s][33][4]: row l = 4 g + t holds for planes 8 j + g
-// (j = 0, 1) the words 8 s + t and 8 s + 4 + t at slots 2 j and 2 j + 1 (lane l's B operands); row 32 holds
-// zs_s and zs_s * sum(zq) (float bits), 0, 0 (read by a whole warp as one 8-byte broadcast). Two warps that
-// each quantize the step build its fragment in half the time of one (lift_planes_kernel, LQ_PLANE_HALVES).
-template <int J>
-__device__ __forceinline__ void store_half(const int (&q)[8], uint32_t* __restrict__ frag_out, int lane) {
-  const int g = lane >> 2, t = lane & 3;
+// Planes p0 .. p0 + NP - 1 (NP <= 8, within one half) of a step's fragment from its integers (q as
+// quantize_step gives them), a ballot each. Fragment order, zf[m][s][33][4]: row l = 4 g + t holds for planes
+// 8 j + g (j = 0, 1) the words 8 s + t and 8 s + 4 + t at slots 2 j and 2 j + 1 (lane l's B operands); row 32
+// holds zs_s and zs_s * sum(zq) (float bits), 0, 0 (read by a whole warp as one 8-byte broadcast). Warps that
+// each quantize the step build its fragment in parts (lift_planes_kernel, LQ_PLANE_HALVES: halves; the tiled
+// lift: LQ_TILED_PW parts).
+template <int NP>
+__device__ __forceinline__ void store_planes(const int (&q)[8], uint32_t* __restrict__ frag_out, int lane, int p0) {
+  static_assert(NP >= 1 && NP <= 8, "within one half");
+  const int g = lane >> 2, t = lane & 3, g0 = p0 & 7;
   uint32_t f[2] = {0, 0};
 #pragma unroll
   for (int c = 0; c < 8; ++c) {
 #pragma unroll
-    for (int pp = 0; pp < 8; ++pp) {
-      const uint32_t b = __ballot_sync(~0u, (q[c] >> (8 * J + pp)) & 1);
-      if (pp == g && (c & 3) == t) f[c >> 2] = b;
+    for (int pp = 0; pp < NP; ++pp) {
+      const uint32_t b = __ballot_sync(~0u, (q[c] >> (p0 + pp)) & 1);
+      if (g0 + pp == g && (c & 3) == t) f[c >> 2] = b;
     }
   }
-  reinterpret_cast<uint2*>(frag_out)[2 * lane + J] = make_uint2(f[0], f[1]);
+  if (g >= g0 && g < g0 + NP) reinterpret_cast<uint2*>(frag_out)[2 * lane + (p0 >> 3)] = make_uint2(f[0], f[1]);
 }
 
 // One warp turns the 256 values of k-step s (v[c] held by lane l is value 256 s + 32 c + l) into the
@@ -153,8 +155,8 @@ __device__ __forceinline__ void store_half(const int (&q)[8], uint32_t* __restri
 __device__ __forceinline__ void store_step(const float (&v)[8], uint32_t* __restrict__ frag_out, int lane) {
   int q[8], sum;
   const float zs = quantize_step(v, q, sum);
-  store_half<0>(q, frag_out, lane);
-  store_half<1>(q, frag_out, lane);
+  store_planes<8>(q, frag_out, lane, 0);
+  store_planes<8>(q, frag_out, lane, 8);
   if (lane == 0) store_step_scale(zs, sum, frag_out);
 }
 
@@ -196,7 +198,7 @@ __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict_
 #ifndef LQ_WR_TYPED
 #define LQ_WR_TYPED 1  // 0: one instance reading R through a generic pointer (A/B switch)
 #endif
-// Each k-step's planes built by two warps, 8 planes each, both quantizing the step (store_half): planes
+// Each k-step's planes built by two warps, 8 planes each, both quantizing the step (store_planes): planes
 // phase ~3,200 -> ~2,500 cycles per 4096-wide lift block, decode step 375.1 -> 382.6 tok/s at 2.4 bits, 3.0
 // unchanged (eighth session, bench/results/plane_halves/). Unlike the split of the fifth and seventh
 // sessions (one warp quantizing into shared memory, then (step, plane) pairs over the warps; faster
@@ -207,16 +209,20 @@ __device__ __forceinline__ void copy_floats(float* dst, const float* __restrict_
 #ifndef LQ_FAST_SILU
 #define LQ_FAST_SILU 1  // 0: IEEE division in SiLU (A/B switch)
 #endif
-// Lanes per output when `outs` sums are spread over `threads` threads: the largest power of two <= 32
-// with outs * G <= threads (at least 1).
+// The largest power of two G <= 32 with n * G <= threads, at least 1 ...
+__host__ __device__ __forceinline__ int lanes_upto(int n, int threads) {
+  int G = 1;
+  while (G < 32 && n * 2 * G <= threads) G <<= 1;
+  return G;
+}
+// ... and 0 if n > threads (the tiled lift's lanes per column; where 0, it does not take the shape)
+__host__ __device__ __forceinline__ int pow2_lanes(int n, int threads) { return n > threads ? 0 : lanes_upto(n, threads); }
+// Lanes per output when `outs` sums are spread over `threads` threads: lanes_upto.
 #ifndef LQ_LIFT_SPLIT
 #define LQ_LIFT_SPLIT 1  // 0: one lane per output (A/B switch for benchmarks)
 #endif
 __device__ __forceinline__ int split_lanes(int outs, int threads) {
-  int G = 1;
-  if (!LQ_LIFT_SPLIT) return G;
-  while (G < 32 && outs * 2 * G <= threads) G <<= 1;
-  return G;
+  return LQ_LIFT_SPLIT ? lanes_upto(outs, threads) : 1;
 }
 // Which terms part `sub` of an output's sum of n terms takes, as [k0, end) with stride st: every G-th
 // (interleaved, k0 = sub) or a run of ceil(n / G) (blocked). The host picks per phase and G whichever
@@ -318,6 +324,10 @@ __global__ void __launch_bounds__(PLANE_WARPS * 32) planes_kernel(const T* __res
   store_step(v, zf + ((long long)m * steps + s) * STEP_WORDS, lane);
 }
 
+__device__ __forceinline__ float silu(float v) {
+  return LQ_FAST_SILU ? __fdividef(v, 1.f + __expf(-v)) : v / (1.f + __expf(-v));
+}
+
 // The lift's phases (lift_planes_kernel below). u = L X R with
 // X = (prologue(x) / s1 padded to n1 * n2) as n1 x n2 (row-major) and u flat [n1 * C]; prologue: none
 // (PRE 0), RMSNorm with weight nw (1), or SiLU(gate) * up of x = [gate | up] (2), float32 math.
@@ -386,7 +396,7 @@ __device__ __forceinline__ float lift_prologue_lx(const LiftSmem& s, const T* __
         ss = fmaf(v, v, ss);
         v *= b[u];
       }
-      if (PRE == 2) v = (LQ_FAST_SILU ? __fdividef(v, 1.f + __expf(-v)) : v / (1.f + __expf(-v))) * b[u];
+      if (PRE == 2) v = silu(v) * b[u];
       if (f < n) xs[f] *= v;
     }
   }
@@ -510,9 +520,9 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
       const float zs = quantize_step(v, q, sum);
       uint32_t* fo = zf + ((long long)m * steps + st) * STEP_WORDS;
       if (warp & 1) {
-        store_half<1>(q, fo, lane);
+        store_planes<8>(q, fo, lane, 8);
       } else {
-        store_half<0>(q, fo, lane);
+        store_planes<8>(q, fo, lane, 0);
         if (lane == 0) store_step_scale(zs, sum, fo);
       }
     }
@@ -543,33 +553,6 @@ static_assert(LQ_TILED_PW == 2 || LQ_TILED_PW == 4 || LQ_TILED_PW == 8 || LQ_TIL
 // TILED_MAXREG: a block (512 x 80 registers) and a TMA gemv block (288 x 72) share an SM's 65,536 registers
 constexpr int TILED_THREADS = 512, TILED_KMAX = 32;
 #define TILED_MAXREG 80  // (72, for a per-quarter-SM register split, changed nothing: bench/results/lift_tiled/c16_maxreg72/)
-// The largest power of two G <= 32 with n * G <= threads (0 if n > threads).
-__host__ __device__ __forceinline__ int pow2_lanes(int n, int threads) {
-  if (n > threads) return 0;
-  int G = 1;
-  while (G < 32 && n * 2 * G <= threads) G <<= 1;
-  return G;
-}
-__device__ __forceinline__ float silu(float v) {
-  return LQ_FAST_SILU ? __fdividef(v, 1.f + __expf(-v)) : v / (1.f + __expf(-v));
-}
-// Planes p0 .. p0 + NP - 1 (NP <= 8, within one half) of a step's fragment from its integers (store_half's
-// layout: lane 4 g + t stores the words of plane 8 J + g).
-template <int NP>
-__device__ __forceinline__ void store_planes(const int (&q)[8], uint32_t* __restrict__ frag_out, int lane, int p0) {
-  static_assert(NP >= 1 && NP <= 8, "within one half");
-  const int g = lane >> 2, t = lane & 3, g0 = p0 & 7;
-  uint32_t f[2] = {0, 0};
-#pragma unroll
-  for (int c = 0; c < 8; ++c) {
-#pragma unroll
-    for (int pp = 0; pp < NP; ++pp) {
-      const uint32_t b = __ballot_sync(~0u, (q[c] >> (p0 + pp)) & 1);
-      if (g0 + pp == g && (c & 3) == t) f[c >> 2] = b;
-    }
-  }
-  if (g >= g0 && g < g0 + NP) reinterpret_cast<uint2*>(frag_out)[2 * lane + (p0 >> 3)] = make_uint2(f[0], f[1]);
-}
 // Eight consecutive values of a 16-byte aligned array as loaded (raw8: the loads stay in flight until unpack8).
 struct Raw8 {
   uint4 w[2];  // float: both; 16-bit types: w[0]
@@ -1356,18 +1339,14 @@ cudaError_t smem_cap(int* cap) {
   return e;
 }
 
-// Dynamic shared memory of a lift_planes block on the current device: without R (0 if even that does
-// not fit one block: the input is too wide) and whether R fits beside it.
-cudaError_t lift_smem(int n1, int n2, int C, int spc, size_t* smem, int* stage_r) {
+// Dynamic shared memory of a lift_planes_kernel block on a device with cap bytes per block: without R (0 if
+// even that does not fit one block: the input is too wide), or with R where it fits beside it (stage_r).
+size_t general_smem(int n1, int n2, int C, int spc, int cap, int* stage_r) {
   const size_t rows = (256 * (size_t)spc) / C + 2;
-  int cap = 0;
-  if (const cudaError_t e = smem_cap(&cap); e != cudaSuccess) return e;
   const size_t base = sizeof(float) * ((size_t)n1 * n2 + rows * (n1 + n2) + 256 * (size_t)spc);
   const size_t with_r = base + sizeof(float) * (size_t)n2 * C;
-  *smem = base + 1024 <= (size_t)cap ? base : 0;
   *stage_r = with_r + 1024 <= (size_t)cap;
-  if (*stage_r) *smem = with_r;
-  return cudaSuccess;
+  return *stage_r ? with_r : base + 1024 <= (size_t)cap ? base : 0;
 }
 
 // Dynamic shared memory of a lift_tiled_kernel block on a device with cap bytes per block, or 0 where that
@@ -1384,6 +1363,23 @@ size_t tiled_smem(int n1, int n2, int C, int spc, int cap) {
   return bytes + 1024 <= (size_t)cap ? bytes : 0;
 }
 
+// How lq_lift_planes runs an input of n1 x n2 values with C lifted columns per row on the current device:
+// the kernel (tiled: lift_tiled_kernel where it fits, else lift_planes_kernel), its dynamic shared memory
+// (0: neither fits) and, for the general kernel, whether R is staged.
+struct LiftPlan {
+  size_t smem = 0;
+  int stage_r = 0;
+  bool tiled = false;
+};
+cudaError_t lift_plan(int n1, int n2, int C, int spc, LiftPlan* plan) {
+  int cap = 0;
+  if (const cudaError_t e = smem_cap(&cap); e != cudaSuccess) return e;
+  const size_t tiled = tiled_smem(n1, n2, C, spc, cap);
+  plan->tiled = tiled > 0;
+  plan->smem = plan->tiled ? tiled : general_smem(n1, n2, C, spc, cap, &plan->stage_r);
+  return cudaSuccess;
+}
+
 }  // namespace
 
 extern "C" {
@@ -1392,23 +1388,18 @@ extern "C" {
 // device (the input and the block's rows fit one block's shared memory), 0 if not, < 0 on a CUDA error.
 __attribute__((visibility("default"))) int lq_lift_planes_fits(int n1, int n2, int C, int spc) {
   if (n1 < 1 || n2 < 1 || C < 1 || spc < 1 || spc > 16) return 0;
-  size_t smem = 0;
-  int stage_r = 0, cap = 0;
-  cudaError_t e = lift_smem(n1, n2, C, spc, &smem, &stage_r);
-  if (e == cudaSuccess) e = smem_cap(&cap);
-  return e != cudaSuccess ? -(int)e : smem > 0 || tiled_smem(n1, n2, C, spc, cap) > 0;
+  LiftPlan plan;
+  const cudaError_t e = lift_plan(n1, n2, C, spc, &plan);
+  return e != cudaSuccess ? -(int)e : plan.smem > 0;
 }
 
 // Which kernel lq_lift_planes runs for an input of n1 x n2 values with C lifted columns per row now: 1 the
 // register-tiled one, 0 the general one, -3 neither fits, < -3 (minus 3 minus the code) on a CUDA error.
 __attribute__((visibility("default"))) int lq_lift_planes_kernel(int n1, int n2, int C, int spc) {
   if (n1 < 1 || n2 < 1 || C < 1 || spc < 1 || spc > 16) return -1;
-  size_t smem = 0;
-  int stage_r = 0, cap = 0;
-  cudaError_t e = lift_smem(n1, n2, C, spc, &smem, &stage_r);
-  if (e == cudaSuccess) e = smem_cap(&cap);
-  if (e != cudaSuccess) return -3 - (int)e;
-  return tiled_smem(n1, n2, C, spc, cap) > 0 ? 1 : smem > 0 ? 0 : -3;
+  LiftPlan plan;
+  if (const cudaError_t e = lift_plan(n1, n2, C, spc, &plan); e != cudaSuccess) return -3 - (int)e;
+  return plan.smem == 0 ? -3 : plan.tiled ? 1 : 0;
 }
 
 // Transform and planes in one launch: zf [M, steps = ceil(n1 * C / 256), 33, 4] from x [M, width] (row
@@ -1432,17 +1423,13 @@ __attribute__((visibility("default"))) int lq_lift_planes(const void* x, int dty
       spc > 16 || reinterpret_cast<uintptr_t>(zf) % 16 || (static_weights != 0 && static_weights != 1))
     return -1;
   if (M == 0) return 0;
-  size_t smem = 0;
-  int stage_r = 0, cap = 0;
-  if (const cudaError_t e = lift_smem(n1, n2, (int)C, spc, &smem, &stage_r); e != cudaSuccess) return (int)e;
-  if (const cudaError_t e = smem_cap(&cap); e != cudaSuccess) return (int)e;
-  const size_t tsmem = tiled_smem(n1, n2, (int)C, spc, cap);
-  if (!smem && !tsmem) return -3;  // input too wide for one block's shared memory
-  const bool tiled = tsmem > 0;
-  const int flags = tiled ? static_weights << 1 : stage_r | (static_weights << 1) | lift_mappings(n1, n2, (int)C);
-  if (tiled) smem = tsmem;
+  LiftPlan plan;
+  if (const cudaError_t e = lift_plan(n1, n2, (int)C, spc, &plan); e != cudaSuccess) return (int)e;
+  if (!plan.smem) return -3;  // input too wide for one block's shared memory
+  const int flags = (static_weights << 1) | (plan.tiled ? 0 : plan.stage_r | lift_mappings(n1, n2, (int)C));
   cudaError_t e;
-#define LQ_ARGS tiled, pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, smem, flags, stream
+#define LQ_ARGS plan.tiled, pre, x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, (int)C, zf, steps, spc, M, \
+                plan.smem, flags, stream
   switch (dtype) {
     case F32: e = dispatch_lift<float>(LQ_ARGS); break;
     case F16: e = dispatch_lift<__half>(LQ_ARGS); break;
