@@ -302,3 +302,6 @@ def test_lift_planes_bad_arguments():
     with pytest.raises(LiftExportError, match="lift planes"):
         CB.lift_planes(x, 300, inv, L.float(), R.float(), CB.workspace(1, 100, "cuda"))  # wrong plane count
     assert not CB.lift_fits(1000, 1000, 2400, 2, "cuda")  # 4 MB of input: more than a block's shared memory
+    assert CB.lift_kernel(1000, 1000, 2400, 2, "cuda") is None
+    with pytest.raises(LiftExportError, match="lift planes kernel: bad arguments"):
+        CB.lift_kernel(0, 10, 24, 1, "cuda")  # no rows
