@@ -6,7 +6,11 @@ of a Llama-2-7B-shaped layer at 24/10 from o_proj's lift on, as the decode step 
 lift (plain 4096) -> GEMV o 4096x4096 -> lift (RMSNorm 4096) -> GEMV gate/up 22016x4096 -> lift (SiLU*up 11008)
 -> GEMV down 4096x11008 -> lift (RMSNorm 4096) -> GEMV qkv 12288x4096. Per launch, µs from the replay's first
 block start: the first, median and last block start, the first and last return from the wait, the median and
-last block end; and how many of its blocks started before the launch before it had ended.
+last block end; how many of its blocks started before the launch before it had ended ("early"), and how many
+started on an SM where a block of the launch before was still running ("beside"). The JSON also holds the last
+replay's blocks: [launch, SM, start, wait, end]. (The diagnostic build holds the TMA gemv to the default build's
+72 registers; with more, a lift block no longer fits beside it and the trace would not show the decode step's
+placement: see TILED_MAXREG in kernels/cuda/binary_gemv.cu.)
 
     LIFTEXPORT_CUDA_LIB=/tmp/bv/trace/libliftquant_cuda.so python bench/gpu_block_trace.py [--json F]
 """
@@ -77,6 +81,7 @@ def main():
         raw = list(buf[: 4 * n])
         kind = torch.tensor([raw[4 * i] >> 63 for i in range(n)])
         shape = torch.tensor([raw[4 * i] & 0xFFFFFFFF for i in range(n)])
+        smid = torch.tensor([(raw[4 * i] >> 48) & 255 for i in range(n)])
         t0 = min(raw[4 * i + 1] for i in range(n))  # ns; integers (2^63 > the clock), µs relative below
         rec = torch.tensor([[0, raw[4 * i + 1] - t0, raw[4 * i + 2] - t0, raw[4 * i + 3] - t0] for i in range(n)],
                            dtype=torch.float64)
@@ -97,24 +102,38 @@ def main():
         first[idx[order[:gap]]] = True
         second[idx[order[gap:]]] = True
         launches[2], launches[6] = first, second
-        prev_end = None
+        prev_end, prev = None, None
+        blocks = []  # the last replay's blocks: [launch, SM, start, wait, end] (µs)
+        for li, sel in enumerate(launches):
+            for b in torch.nonzero(sel).flatten().tolist():
+                blocks.append([li, int(smid[b])] + [round(float(v) / 1e3, 3) for v in rec[b, 1:]])
         for name, sel in zip(names, launches):
             r = rec[sel]
             s, w, e = r[:, 1] / 1e3, r[:, 2] / 1e3, r[:, 3] / 1e3
+            # blocks that started on an SM where a block of the launch before was still running
+            shared = 0
+            if prev is not None:
+                ps, pe, pm = prev
+                for b in range(len(s)):
+                    on = pm == smid[sel][b]
+                    shared += int(((ps[on] <= s[b]) & (s[b] < pe[on])).any())
+            prev = (s, e, smid[sel])
             per[name].append(dict(blocks=int(sel.sum()), start_first=float(s.min()), start_median=float(s.median()),
                                   start_last=float(s.max()), wait_first=float(w.min()), wait_last=float(w.max()),
                                   end_median=float(e.median()), end_last=float(e.max()),
-                                  started_before_prev_end=int((s < prev_end).sum()) if prev_end is not None else None))
+                                  started_before_prev_end=int((s < prev_end).sum()) if prev_end is not None else None,
+                                  started_beside_prev=shared if prev_end is not None else None))
             prev_end = float(e.max())
     print(f"{'launch':26s} {'blocks':>6} {'start 1st/med/last':>22} {'wait 1st/last':>15} {'end med/last':>15} "
-          f"{'early':>6}   (us from the replay's first block start; replay {args.replays} of {args.replays})")
+          f"{'early':>6} {'beside':>6}   (us from the replay's first block start; replay {args.replays} of {args.replays})")
     for name in names:
         d = per[name][-1]
         print(f"{name:26s} {d['blocks']:6d} {d['start_first']:7.2f}{d['start_median']:7.2f}{d['start_last']:8.2f} "
               f"{d['wait_first']:7.2f}{d['wait_last']:8.2f} {d['end_median']:7.2f}{d['end_last']:8.2f} "
-              f"{str(d['started_before_prev_end']):>6}")
+              f"{str(d['started_before_prev_end']):>6} {str(d['started_beside_prev']):>6}")
     with open(args.json, "w") as f:
-        json.dump(dict(device=torch.cuda.get_device_name(), date=time.strftime("%Y-%m-%d"), launches=per), f, indent=1)
+        json.dump(dict(device=torch.cuda.get_device_name(), date=time.strftime("%Y-%m-%d"), launches=per,
+                       names=names, blocks=blocks), f)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def load():
             lib.lq_lift_planes_kernel.argtypes = [I, I, I, I]
             lib.lq_lift_mappings.restype = I
             lib.lq_lift_mappings.argtypes = [I, I, I]
+            lib.lq_smem_carveout.restype = I
+            lib.lq_smem_carveout.argtypes = []
             lib.lq_binary_gemv.restype = I
             lib.lq_binary_gemv.argtypes = [P, I, I, P, I, P, P, P, L, P, L, I, I, I, P]
             _lib = lib
@@ -166,6 +168,13 @@ def lift_mappings(n1: int, n2: int, C: int) -> tuple[int, int]:
     rc = load().lq_lift_mappings(n1, n2, C)
     _check(min(rc, 0), "lift mappings")
     return (rc >> 2) & 63, (rc >> 8) & 63
+
+
+def smem_carveout() -> int:
+    """The preferred shared-memory carveout (percent of the largest; -1: the driver's choice) that one-token
+    launches of the TMA GEMV and the tiled lift ask for: LIFTEXPORT_SMEM_CARVEOUT as the process first read it
+    (an integer in [-1, 100]; anything else gives the default), else 100 (host only; no GPU needed)."""
+    return load().lq_smem_carveout()
 
 
 GEMV_KERNELS = {"auto": 0, "plain": 2, "tma": 4}

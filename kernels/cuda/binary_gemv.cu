@@ -550,9 +550,16 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
 #define LQ_TILED_PW 8  // warps per k-step building its planes (2, 4, 8 or 16)
 #endif
 static_assert(LQ_TILED_PW == 2 || LQ_TILED_PW == 4 || LQ_TILED_PW == 8 || LQ_TILED_PW == 16, "planes per warp");
-// TILED_MAXREG: a block (512 x 80 registers) and a TMA gemv block (288 x 72) share an SM's 65,536 registers
+// TILED_MAXREG: a lift block (16 warps) fits beside a TMA gemv block (9 warps of 72 registers) on one SM. Registers
+// are split over the SM's four quarters (16,384 each) and the gemv puts 3 warps in one of them: with 80 registers
+// per lift thread that quarter needs 3 x 2,304 + 4 x 2,560 = 17,152 and no lift block could start beside a gemv
+// block; with 72, 16,128 (block traces with the gemv at 64 and at 80 registers agree). Both this and the
+// shared-memory carveout (smem_carveout) are needed: neither alone moved the lift's blocks
+// (bench/results/lift_tiled/c16_maxreg72/, bench/results/coresidency/).
 constexpr int TILED_THREADS = 512, TILED_KMAX = 32;
-#define TILED_MAXREG 80  // (72, for a per-quarter-SM register split, changed nothing: bench/results/lift_tiled/c16_maxreg72/)
+#ifndef TILED_MAXREG
+#define TILED_MAXREG 72
+#endif
 // Eight consecutive values of a 16-byte aligned array as loaded (raw8: the loads stay in flight until unpack8).
 struct Raw8 {
   uint4 w[2];  // float: both; 16-bit types: w[0]
@@ -596,7 +603,7 @@ __device__ __forceinline__ float4 rows4_sum(const float4* a, const float* b, int
 template <int PRE>
 __device__ __forceinline__ float prologue_value(float a, float b) { return PRE == 2 ? silu(a) * b : a; }
 
-template <typename T, int PRE>
+template <typename T, int PRE, bool ONE>  // ONE: the one-token launches' instance (same code; see smem_carveout)
 __global__ void __maxnreg__(TILED_MAXREG) lift_tiled_kernel(
     const T* __restrict__ x, long long ldx, int in_features, const void* __restrict__ nw, int nw_dtype, float eps,
     const float* __restrict__ inv_s1, const float* __restrict__ L, const float* __restrict__ R, int n1, int n2,
@@ -943,7 +950,11 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
 #endif
 
 template <typename T>
+#ifdef LQ_TRACE  // the diagnostic build held to the default build's 72 registers (its records take 74 otherwise, and
+__global__ void __maxnreg__(72) gemv_tma_kernel(  // a lift block no longer fits beside it: see TILED_MAXREG)
+#else
 __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
+#endif
     const __grid_constant__ CUtensorMap codes1, const __grid_constant__ CUtensorMap codes2, int N,
     const uint32_t* __restrict__ zf, int steps, const float* __restrict__ rscale, const float* __restrict__ bias,
     const T* __restrict__ res, T* __restrict__ y, int stages, int tiles, int pair, int static_codes) {
@@ -1102,6 +1113,34 @@ bool use_pdl() {
   return major >= 9;
 }
 
+// An integer setting from the environment, def where unset, not an integer or out of [lo, hi].
+int env_int(const char* name, int lo, int hi, int def) {
+  const char* v = std::getenv(name);
+  if (!v) return def;
+  char* end = nullptr;
+  const long k = std::strtol(v, &end, 10);
+  return end != v && *end == '\0' && k >= lo && k <= hi ? (int)k : def;
+}
+
+#ifndef LQ_CARVEOUT
+#define LQ_CARVEOUT 100  // one-token kernels' preferred shared-memory carveout, percent (-1: the driver's choice)
+#endif
+// The shared-memory carveout that the one-token kernels ask for (the TMA gemv and the tiled lift's one-token
+// instance: a decode step of one sequence): LIFTEXPORT_SMEM_CARVEOUT (percent of the largest, -1 for the driver's
+// choice; read once) or LQ_CARVEOUT. An SM's split of its on-chip memory between L1 and shared memory is set for
+// the blocks it runs; left to the driver it is sized for the kernel at hand (at most 164 KB of shared memory, by
+// the block trace), and the next kernel's blocks (a lift's 45-55 KB) find no room beside a two-tile TMA gemv block
+// (127 KB) until it has left: the lift then stages its weights only after the gemv ends (bench/RESULTS.md, issue
+// 7). With these kernels and the decode attention at 100 (228 KB) and the lift held to 72 registers (TILED_MAXREG),
+// the 7B decode step went 454 -> 481 tok/s at 2.4 bits, 397 -> 402 at 3.0, 467 -> 461 at 2.0 against the driver's
+// choice in the same call (bench/results/coresidency/c3). Launches of 2-4 tokens keep the driver's choice: with
+// 100, a layer of 2-4 tokens (a lift, then the register-load gemv, which reads the planes through L1) took 3-6%
+// longer (c6).
+int smem_carveout() {
+  static const int pct = env_int("LIFTEXPORT_SMEM_CARVEOUT", -1, 100, LQ_CARVEOUT);
+  return pct;
+}
+
 // kernel<<<grid, block, smem, stream>>>(args...), with programmatic dependent launch where use_pdl().
 template <typename... Params, typename... Args>
 cudaError_t launch(void (*kernel)(Params...), dim3 grid, int threads, size_t smem, cudaStream_t stream, Args... args) {
@@ -1119,15 +1158,24 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, int threads, size_t sme
   return e != cudaSuccess ? e : cudaGetLastError();
 }
 
-// Lets kernel launch with smem bytes of dynamic shared memory: above the 48 KB default a kernel must opt in.
-// opted: what the kernel (one template instance: a static at the call site) may use so far. (Asking the gemv
-// and lift kernels, or either, for the largest shared-memory carveout, so that a lift block and a TMA gemv block
-// always fit one SM, made the 7B decode step slower: 2.4 bits 454 -> 447, 450 -> 443 tok/s; bench/results/lift_tiled/.)
+// What has been set on one kernel (a static at its launch site, one per template instance).
+struct KernelSetup {
+  size_t opted = 48 << 10;  // dynamic shared memory it may use so far (above 48 KB a kernel must opt in)
+  bool carved = false;      // the preferred carveout asked for
+};
+// Lets kernel launch with smem bytes of dynamic shared memory and, where carve (a one-token kernel), asks for
+// smem_carveout() (once; a hint: where it is refused the launch goes on without it).
 template <typename... Params>
-cudaError_t allow_dynamic_smem(void (*kernel)(Params...), size_t smem, size_t& opted) {
-  if (smem <= opted) return cudaSuccess;
+cudaError_t prepare_kernel(void (*kernel)(Params...), size_t smem, bool carve, KernelSetup& setup) {
+  if (carve && !setup.carved) {
+    if (smem_carveout() >= 0 &&
+        cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, smem_carveout()) != cudaSuccess)
+      cudaGetLastError();
+    setup.carved = true;
+  }
+  if (smem <= setup.opted) return cudaSuccess;
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (e == cudaSuccess) opted = smem;
+  if (e == cudaSuccess) setup.opted = smem;
   return e;
 }
 
@@ -1148,13 +1196,6 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
   }();
   return fn;
-}
-
-// An integer setting from the environment, def where unset or out of [lo, hi].
-int env_int(const char* name, int lo, int hi, int def) {
-  const char* v = std::getenv(name);
-  const int k = v ? std::atoi(v) : def;
-  return k >= lo && k <= hi ? k : def;
 }
 
 // The ring's bytes per block: LIFTEXPORT_GEMV_TMA_KB (16..220) or LQ_TMA_KB; where the boxes hold two tiles
@@ -1212,8 +1253,8 @@ cudaError_t launch_gemv_tma(const uint32_t* words, int KW, int N, const uint32_t
   stages = std::min(stages, optin > (int)fixed ? (int)((optin - fixed) / per_stage) : 0);
   if (stages < 1) return cudaErrorNotSupported;
   const size_t smem = fixed + (size_t)stages * per_stage;
-  static size_t opted = 48 << 10;
-  if ((e = allow_dynamic_smem(gemv_tma_kernel<T>, smem, opted)) != cudaSuccess) return e;
+  static KernelSetup setup;
+  if ((e = prepare_kernel(gemv_tma_kernel<T>, smem, true, setup)) != cudaSuccess) return e;
   return launch(gemv_tma_kernel<T>, dim3(G), (TMA_WARPS + 1) * 32, smem, stream, map1, map2, N, zf, steps, rscale,
                 bias, res, y, stages, tiles, span == 2 ? 1 : 0, static_codes ? 1 : 0);
 }
@@ -1253,23 +1294,36 @@ cudaError_t dispatch_gemv(const uint32_t* words, int KW, int N, const uint32_t* 
 #undef LQ_ARGS
 }
 
-// The lift kernel of THREADS threads (0: lift_tiled_kernel, TILED_THREADS).
-template <typename T, int PRE, int THREADS>
+// The lift kernel of THREADS threads (0: lift_tiled_kernel, TILED_THREADS; ONE: its one-token instance).
+template <typename T, int PRE, int THREADS, bool ONE>
 auto lift_kernel() {
-  if constexpr (THREADS == 0) return lift_tiled_kernel<T, PRE>;
+  if constexpr (THREADS == 0) return lift_tiled_kernel<T, PRE, ONE>;
   else return lift_planes_kernel<T, PRE, THREADS>;
 }
 
+template <typename T, int PRE, int THREADS, bool ONE>
+cudaError_t launch_lift_instance(const void* x, long long ldx, int in_features, const void* nw, int nw_dtype,
+                                 float eps, const float* inv_s1, const float* L, const float* R, int n1, int n2, int C,
+                                 uint32_t* zf, int steps, int spc, int M, size_t smem, int flags, cudaStream_t stream) {
+  const auto kernel = lift_kernel<T, PRE, THREADS, ONE>();
+  static KernelSetup setup;
+  if (const cudaError_t e = prepare_kernel(kernel, smem, ONE, setup); e != cudaSuccess) return e;
+  const dim3 grid((steps + spc - 1) / spc, M);
+  return launch(kernel, grid, THREADS ? THREADS : TILED_THREADS, smem, stream, static_cast<const T*>(x), ldx,
+                in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, flags);
+}
+
+// One token's launches of the tiled lift take its ONE instance, which asks for smem_carveout().
 template <typename T, int PRE, int THREADS>
 cudaError_t launch_lift_threads(const void* x, long long ldx, int in_features, const void* nw, int nw_dtype, float eps,
                                 const float* inv_s1, const float* L, const float* R, int n1, int n2, int C,
                                 uint32_t* zf, int steps, int spc, int M, size_t smem, int flags, cudaStream_t stream) {
-  const auto kernel = lift_kernel<T, PRE, THREADS>();
-  static size_t opted = 48 << 10;
-  if (const cudaError_t e = allow_dynamic_smem(kernel, smem, opted); e != cudaSuccess) return e;
-  const dim3 grid((steps + spc - 1) / spc, M);
-  return launch(kernel, grid, THREADS ? THREADS : TILED_THREADS, smem, stream, static_cast<const T*>(x), ldx,
-                in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, flags);
+#define LQ_LARGS x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, flags, stream
+  if constexpr (THREADS == 0) {
+    if (M == 1) return launch_lift_instance<T, PRE, THREADS, true>(LQ_LARGS);
+  }
+  return launch_lift_instance<T, PRE, THREADS, false>(LQ_LARGS);
+#undef LQ_LARGS
 }
 
 #define LQ_ARGS x, ldx, in_features, nw, nw_dtype, eps, inv_s1, L, R, n1, n2, C, zf, steps, spc, M, smem, flags, stream
@@ -1446,6 +1500,10 @@ __attribute__((visibility("default"))) int lq_lift_mappings(int n1, int n2, int 
   if (n1 < 1 || n2 < 1 || C < 1 || n1 > (1 << 20) || n2 > (1 << 20) || C > (1 << 20)) return -1;
   return lift_mappings(n1, n2, C);
 }
+
+// The preferred shared-memory carveout (percent; -1: the driver's choice) that one-token launches of the TMA gemv
+// and the tiled lift ask for: LIFTEXPORT_SMEM_CARVEOUT as read at the first call, or the build's LQ_CARVEOUT (host only).
+__attribute__((visibility("default"))) int lq_smem_carveout() { return smem_carveout(); }
 
 #ifdef LQ_TRACE
 // The diagnostic build's block records: up to max of them into out [max, 4] (host memory); returns how many

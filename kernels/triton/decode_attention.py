@@ -13,11 +13,13 @@ the first query head of each group writes the cache, and every program takes the
 registers, not from the cache. On sm_90 the kernel takes part in programmatic dependent launch like the
 CUDA kernels (kernels/cuda/binary_gemv.cu): it lets the next kernel launch at once and, before the previous
 kernel is complete, reads only what no kernel of the same decode step writes (EARLY: the position, the
-cos/sin rows and its first block of cached keys and values below the position).
+cos/sin rows and its first block of cached keys and values below the position). For one sequence it asks for
+the largest shared-memory carveout, as the CUDA library's one-token kernels do (LIFTEXPORT_SMEM_CARVEOUT).
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 
@@ -79,11 +81,13 @@ def _load_kv(kc_ptr, vc_ptr, cache, keys, i, hi, HD: tl.constexpr, HALF: tl.cons
 def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr, cnt_ptr,
                              out_ptr, q_stride, k_stride, v_stride, H, KVH, max_len, sm_scale, S,
                              HD: tl.constexpr, HALF: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
-                             SP: tl.constexpr, GDC: tl.constexpr, PIPE: tl.constexpr, EARLY: tl.constexpr):
+                             SP: tl.constexpr, GDC: tl.constexpr, PIPE: tl.constexpr, EARLY: tl.constexpr,
+                             ONE: tl.constexpr):
     """Program (b, h, sp): keys [sp * CHUNK, (sp + 1) * CHUNK) below pos of sequence b, query head h;
     split 0 also the new key (and its cache write). Writes its partial softmax state (running max m,
     sum l, unnormalised output) to part[b, h, sp] = [m, l, acc (HD)], then counts itself done in
-    cnt[b, h]; the S-th to do so combines the S states into out[b, h] and sets cnt[b, h] back to 0."""
+    cnt[b, h]; the S-th to do so combines the S states into out[b, h] and sets cnt[b, h] back to 0.
+    ONE (one sequence) changes no code: it compiles that case apart, so that only it asks for a carveout."""
     if GDC:  # programmatic dependent launch: the next kernel may launch now
         tl.extra.cuda.gdc_launch_dependents()
     if GDC and not EARLY:  # nothing read before the previous kernel is complete
@@ -206,9 +210,44 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
     S = -(-max_len // chunk)
     part = torch.empty(B, H, S, hd + 2, dtype=torch.float32, device=q.device)
     pdl = q.is_cuda and _pdl(q.device.index if q.device.index is not None else torch.cuda.current_device())
-    _decode_attention_kernel[(B, H, S)](q, k, v, cos, sin, k_cache, v_cache, pos, part, counters, out, q.stride(0),
-                                        k.stride(0), v.stride(0), H, KVH, max_len, 1.0 / hd ** 0.5, S,
-                                        HD=hd, HALF=hd // 2, CHUNK=chunk, BLOCK=min(BLOCK_N, chunk),
-                                        SP=triton.next_power_of_2(S), GDC=pdl, PIPE=PIPE, EARLY=EARLY, num_warps=4,
-                                        **({"launch_pdl": True} if pdl else {}))
+    ck = _decode_attention_kernel[(B, H, S)](
+        q, k, v, cos, sin, k_cache, v_cache, pos, part, counters, out, q.stride(0), k.stride(0), v.stride(0), H, KVH,
+        max_len, 1.0 / hd ** 0.5, S, HD=hd, HALF=hd // 2, CHUNK=chunk, BLOCK=min(BLOCK_N, chunk),
+        SP=triton.next_power_of_2(S), GDC=pdl, PIPE=PIPE, EARLY=EARLY, ONE=B == 1, num_warps=4,
+        **({"launch_pdl": True} if pdl else {}))
+    if pdl and B == 1:
+        _prefer_carveout(ck)
     return out
+
+
+def _carveout_pct() -> int:
+    """The carveout the one-sequence kernel asks for: LIFTEXPORT_ATTN_CARVEOUT, else LIFTEXPORT_SMEM_CARVEOUT, read as
+    the CUDA library reads the latter (an integer in [-1, 100]; unset or anything else: 100; -1: the driver's choice)."""
+    v = os.environ.get("LIFTEXPORT_ATTN_CARVEOUT", os.environ.get("LIFTEXPORT_SMEM_CARVEOUT", "100"))
+    try:
+        return int(v) if -1 <= int(v) <= 100 else 100
+    except ValueError:
+        return 100
+
+
+@functools.cache
+def _carveout_of(fn: int) -> int:
+    """Sets the one-sequence kernel fn's preferred shared-memory carveout to _carveout_pct() (once per kernel): the
+    value the CUDA library's one-token GEMV and lift kernels ask for, so that an SM's memory split suits the blocks
+    of every kernel of a decode step (see smem_carveout in kernels/cuda/binary_gemv.cu; 7B decode step at 2.4 bits:
+    478 -> 481 tok/s against the driver's choice here). A hint: a refusal is ignored. Returns the CUDA result."""
+    pct = _carveout_pct()
+    if pct < 0:
+        return 0
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return -1
+    # CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9
+    return cuda.cuFuncSetAttribute(ctypes.c_void_p(fn), ctypes.c_int(9), ctypes.c_int(pct))
+
+
+def _prefer_carveout(ck) -> None:
+    fn = getattr(ck, "function", None)
+    if fn:
+        _carveout_of(int(fn))

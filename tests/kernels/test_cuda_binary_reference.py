@@ -5,7 +5,10 @@ bit-exactly against the same specification."""
 from __future__ import annotations
 
 import math
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -76,3 +79,18 @@ def test_lift_split_mappings_take_the_fewer_wavefronts():
         assert CB.lift_mappings(n1, n2, C) == (want_lx, want_wr), (n1, n2, C)
     with pytest.raises(LiftExportError):
         CB.lift_mappings(0, 30, 72)
+
+
+@pytest.mark.skipif(CB.load() is None, reason="needs build/cuda/libliftquant_cuda.so (built by install.sh with nvcc)")
+def test_smem_carveout_setting():
+    """LIFTEXPORT_SMEM_CARVEOUT as the library reads it (once per process, so each value in a fresh one): an
+    integer in [-1, 100], else the default 100; the decode attention reads it the same way."""
+    code = ("from liftexport.kernels import cuda_binary as CB; from liftexport.kernels.triton import "
+            "decode_attention as DA; print(CB.smem_carveout(), DA._carveout_pct())")
+    for value, want in [(None, 100), ("100", 100), ("-1", -1), ("0", 0), ("57", 57), ("101", 100), ("-2", 100),
+                        ("abc", 100), ("12abc", 100), ("", 100)]:
+        env = {k: v for k, v in os.environ.items() if k not in ("LIFTEXPORT_SMEM_CARVEOUT", "LIFTEXPORT_ATTN_CARVEOUT")}
+        if value is not None:
+            env["LIFTEXPORT_SMEM_CARVEOUT"] = value
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.split() == [str(want), str(want)], (value, out.stdout, out.stderr[-500:])
