@@ -12,6 +12,8 @@
 #   e2e      bench/gpu_e2e.py --steps 96 ($OUT/gpu_e2e.json)
 #   gemv     bench/gpu_gemv.py, the full table (about 90 s on the H100)
 #   roof     bench/gpu_read_roofline.py: the best plain read of one GEMV's bytes ($OUT/gpu_read_roofline.json)
+#   trace    a -DLQ_TRACE build (/tmp/bv/trace) and bench/gpu_block_trace.py: where and when each block of a layer's
+#            lifts and GEMVs ran ($OUT/gpu_block_trace.json)
 #   variants the library built once per LIB_VARIANTS entry ("name=nvcc flags;..." e.g. "base=;pipe=-DLQ_PIPE=1"),
 #            each timed with the probe's --gemv-only at 24/10 batch 1 (PDL on; $OUT/var_NAME_PASS.json)
 #   e2evar   the same libraries, each timed with bench/gpu_e2e.py --steps 96 --no-hf (models: E2E_RATES), two alternating passes
@@ -56,6 +58,12 @@ fi
 if has roof; then
   python /tmp/b/gpu_read_roofline.py --json "$OUT/gpu_read_roofline.json" 2>&1 | grep -v Warn > "$OUT/gpu_read_roofline.log"
   head -4 "$OUT/gpu_read_roofline.log"
+fi
+if has trace; then
+  (cmake -S $REPO/kernels/cuda -B /tmp/bv/trace -DCMAKE_CUDA_ARCHITECTURES=90 "-DCMAKE_CUDA_FLAGS=-DLQ_TRACE" >/dev/null \
+    && cmake --build /tmp/bv/trace -j 16 | grep -i error)
+  LIFTEXPORT_CUDA_LIB=/tmp/bv/trace/libliftquant_cuda.so python /tmp/b/gpu_block_trace.py \
+    --json "$OUT/gpu_block_trace.json" 2>&1 | grep -v Warn
 fi
 if has variants || has e2evar; then
   IFS=';' read -ra vs <<< "${LIB_VARIANTS:-base=}"
