@@ -221,13 +221,10 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
 
 
 def _carveout_pct() -> int:
-    """The carveout the one-sequence kernel asks for: LIFTEXPORT_ATTN_CARVEOUT, else LIFTEXPORT_SMEM_CARVEOUT, read as
-    the CUDA library reads the latter (an integer in [-1, 100]; unset or anything else: 100; -1: the driver's choice)."""
-    v = os.environ.get("LIFTEXPORT_ATTN_CARVEOUT", os.environ.get("LIFTEXPORT_SMEM_CARVEOUT", "100"))
-    try:
-        return int(v) if -1 <= int(v) <= 100 else 100
-    except ValueError:
-        return 100
+    """The carveout the one-sequence kernel asks for: the CUDA library's (smem_carveout: LIFTEXPORT_SMEM_CARVEOUT, read
+    once, else 100; -1 the driver's choice), or -1 where the library is not built (then no kernel asks for one)."""
+    from .. import cuda_binary as CB
+    return CB.smem_carveout() if CB.load() is not None else -1
 
 
 @functools.cache

@@ -88,24 +88,12 @@ CARVEOUT_VALUES = [(None, 100), ("100", 100), ("-1", -1), ("0", 0), ("57", 57), 
 @pytest.mark.skipif(CB.load() is None, reason="needs build/cuda/libliftquant_cuda.so (built by install.sh with nvcc)")
 def test_smem_carveout_setting():
     """LIFTEXPORT_SMEM_CARVEOUT as the library reads it, once per process (so each value in a fresh one): an
-    integer in [-1, 100], else the default 100."""
-    code = "from liftexport.kernels import cuda_binary as CB; print(CB.smem_carveout())"
-    for value, want in [(None, 100), ("-1", -1), ("57", 57), ("101", 100), ("abc", 100), ("12abc", 100)]:
+    integer in [-1, 100], else the default 100; the decode attention's one-sequence kernel asks for the same."""
+    code = ("from liftexport.kernels import cuda_binary as CB; from liftexport.kernels.triton import "
+            "decode_attention as DA; print(CB.smem_carveout(), DA._carveout_pct())")
+    for value, want in CARVEOUT_VALUES:
         env = {k: v for k, v in os.environ.items() if k != "LIFTEXPORT_SMEM_CARVEOUT"}
         if value is not None:
             env["LIFTEXPORT_SMEM_CARVEOUT"] = value
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        assert out.stdout.split() == [str(want)], (value, out.stdout, out.stderr[-500:])
-
-
-@pytest.mark.parametrize("value,want", CARVEOUT_VALUES)
-def test_attention_reads_the_carveout_as_the_library(value, want, monkeypatch):
-    """The decode attention's one-sequence kernel asks for the same carveout (LIFTEXPORT_ATTN_CARVEOUT first)."""
-    from liftexport.kernels.triton import decode_attention as DA
-    monkeypatch.delenv("LIFTEXPORT_ATTN_CARVEOUT", raising=False)
-    monkeypatch.delenv("LIFTEXPORT_SMEM_CARVEOUT", raising=False)
-    if value is not None:
-        monkeypatch.setenv("LIFTEXPORT_SMEM_CARVEOUT", value)
-    assert DA._carveout_pct() == want
-    monkeypatch.setenv("LIFTEXPORT_ATTN_CARVEOUT", "33")
-    assert DA._carveout_pct() == 33
+        assert out.stdout.split() == [str(want), str(want)], (value, out.stdout, out.stderr[-500:])
