@@ -5,6 +5,9 @@ Rows: the runtime (runtime/engine.py, CUDA-graph decode step) with LiftQuant lay
 ``generate`` (greedy, its default cache). Speed does not depend on the weights' values.
 
     python bench/gpu_e2e.py [--layers 32] [--steps 128] [--json bench/results/gpu_e2e.json]
+
+``--shape 70b`` times a Llama-2-70B-shaped model instead (8192 / 28672 wide, 64 heads, 8 key-value heads; with
+``--layers`` a slice of its 80 layers, so that the FP16 runtime fits one GPU).
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from liftexport.runtime.triton_linear import TritonLiftGroup
 CTX = 512
 
 
-def config(layers):
-    return transformers.LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=layers,
-                                    num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
+MODEL_SHAPES = {"7b": dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32),
+          "70b": dict(hidden_size=8192, intermediate_size=28672, num_attention_heads=64, num_key_value_heads=8)}
+
+
+def config(layers, shape="7b"):
+    return transformers.LlamaConfig(**MODEL_SHAPES[shape], num_hidden_layers=layers, vocab_size=32000,
                                     max_position_embeddings=4096, torch_dtype="float16")
 
 
@@ -104,6 +110,7 @@ def time_hf(cfg, steps):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--shape", choices=sorted(MODEL_SHAPES), default="7b", help="Llama-2 7B or 70B widths")
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--rates", default="16/8,24/10,24/8,fp16", help="which models to time (fp16: the runtime's FP16)")
@@ -112,7 +119,7 @@ def main():
     wanted = set(args.rates.split(","))
     if not wanted <= {"16/8", "24/10", "24/8", "fp16"}:
         ap.error(f"--rates: unknown {sorted(wanted - {'16/8', '24/10', '24/8', 'fp16'})}; take 16/8, 24/10, 24/8, fp16")
-    cfg = config(args.layers)
+    cfg = config(args.layers, args.shape)
     k = kept(cfg)
     rows = []
     for label, D, d in (("LiftQuant 2.0 (16/8)", 16, 8), ("LiftQuant 2.4 (24/10)", 24, 10), ("LiftQuant 3.0 (24/8)", 24, 8),
@@ -133,12 +140,12 @@ def main():
         rows.append(dict(label="HF transformers FP16 generate", tok_s=tps))
         print(f"{'HF transformers FP16':24s} {tps:8.1f} tok/s", flush=True)
     fp16 = next((r["tok_s"] for r in rows if r["label"] == "runtime FP16"), float("nan"))
-    print(f"\n{'model (Llama-2-7B shape)':32s} {'tok/s':>8} {'x FP16 runtime':>15}")
+    print(f"\n{f'model (Llama-2-{args.shape.upper()} shape)':32s} {'tok/s':>8} {'x FP16 runtime':>15}")
     for r in rows:
         print(f"{r['label']:32s} {r['tok_s']:8.1f} {r['tok_s'] / fp16:15.2f}")
     with open(args.json, "w") as f:
         json.dump(dict(device=torch.cuda.get_device_name(), date=time.strftime("%Y-%m-%d"), context=CTX,
-                       layers=args.layers, steps=args.steps, torch=torch.__version__,
+                       shape=args.shape, layers=args.layers, steps=args.steps, torch=torch.__version__,
                        transformers=transformers.__version__, rows=rows), f, indent=1)
 
 

@@ -957,7 +957,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
 #endif
     const __grid_constant__ CUtensorMap codes1, const __grid_constant__ CUtensorMap codes2, int N,
     const uint32_t* __restrict__ zf, int steps, const float* __restrict__ rscale, const float* __restrict__ bias,
-    const T* __restrict__ res, T* __restrict__ y, int stages, int tiles, int pair, int static_codes) {
+    const T* __restrict__ res, T* __restrict__ y, int stages, int tiles, int pair, int static_codes, int pf) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ uint8_t dyn[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, span = pair ? 2 : 1;
@@ -1011,6 +1011,18 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
               : "memory");
         }
       };
+      auto prefetch_codes = [&](int it) {  // the box of iteration it into L2 only
+        const int tile = first_tile(it), kw0 = it % nch * TMA_CK * 8;
+        if (box_tiles(it) == 1) {
+          asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];" ::"l"(
+                           reinterpret_cast<uint64_t>(&codes1)), "r"(tile * 32), "r"(kw0)
+                       : "memory");
+        } else {
+          asm volatile("cp.async.bulk.prefetch.tensor.3d.L2.global.tile [%0, {%1, %2, %3}];" ::"l"(
+                           reinterpret_cast<uint64_t>(&codes2)), "r"(0), "r"(tile), "r"(kw0)
+                       : "memory");
+        }
+      };
       auto load_planes = [&](int it) {
         const int s = it % stages;
         asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
@@ -1025,6 +1037,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
       for (int it = 0; it < first; ++it) load_codes(it);
       pdl_wait();
       for (int it = 0; it < first; ++it) load_planes(it);
+      for (int it = first; it < min(iters, first + pf); ++it) prefetch_codes(it);  // (long runs)
       for (int it = first; it < iters; ++it) {
         mbar_wait(bars + 8 * (stages + it % stages), (it / stages - 1) & 1);
         load_codes(it);
@@ -1206,6 +1219,40 @@ int tma_ring_bytes(bool pairs) {
   return (pairs ? kb_big : kb) * 1024;
 }
 
+#ifndef LQ_TMA_LONG
+#define LQ_TMA_LONG 16  // blocks of at least this many stages' work take rings of LQ_TMA_KB_LONG (0: none)
+#endif
+#ifndef LQ_TMA_KB_LONG
+#define LQ_TMA_KB_LONG 206  // (five stages of two-tile boxes)
+#endif
+// The ring's bytes per block where a block's run is long (its most boxes times the chunks per box, iters >=
+// LIFTEXPORT_GEMV_TMA_LONG or LQ_TMA_LONG; 0 turns it off): LIFTEXPORT_GEMV_TMA_KB_LONG or LQ_TMA_KB_LONG; 0 where
+// the run is shorter. Per call in a stream of 8 at 24/10 (bench/results/gemv_ring/, two passes): five two-tile
+// stages (204 KB) instead of three (127 KB) take 28672x8192 (20 stages' work per block) 27.9 -> 27.5 us,
+// 8192x28672 (17) 26.7 -> 26.4, 57344x8192 (35) 53.7 -> 53.4, but 8192x8192 (5) 9.6 -> 10.7, 22016x4096 (9)
+// 12.9 -> 14.0, 12288x4096 (6) 8.5 -> 9.3 and 4096x11008 (7, one-tile rings of 80 -> 206 KB) 8.1 -> 8.8. The
+// gain comes with the ring's worth requested before the wait: five stages with only three of them requested
+// before it take 27.9 us. Decode steps of a 7B model (no layer over 9) keep three stages, and with them the room
+// for a lift block beside the gemv (see smem_carveout).
+int tma_long_ring(int iters) {
+  static const int lo = env_int("LIFTEXPORT_GEMV_TMA_LONG", 0, 1 << 20, LQ_TMA_LONG);
+  static const int kb = env_int("LIFTEXPORT_GEMV_TMA_KB_LONG", 16, 227, LQ_TMA_KB_LONG);
+  return lo > 0 && iters >= lo ? kb * 1024 : 0;
+}
+#ifndef LQ_TMA_PF_LONG
+#define LQ_TMA_PF_LONG 1  // boxes beyond the ring prefetched into L2 right after the wait where the ring is long
+#endif
+// Boxes beyond the ring that a block with the long-run ring prefetches into L2 as soon as its wait returns, so that
+// the first box requested when a stage frees comes from L2 (LIFTEXPORT_GEMV_TMA_PF_LONG or LQ_TMA_PF_LONG). In a
+// stream of 8 at 24/10 (gemv_ring/c8, two passes), 0 / 1 / 2 / 4: 28672x8192 27.6 / 27.2 / 27.3 / 27.5 us,
+// 8192x28672 26.4 / 26.3 / 26.5 / 26.8, 57344x8192 53.4 / 53.1 / 53.5 / 53.6. For every block (c4: shorter runs
+// too, with three-stage rings) two such boxes took 8192x8192 9.6 -> 10.6 us; prefetching beyond the ring before
+// the wait instead was slower everywhere (c3: 28672x8192 28.0 -> 28.5).
+int tma_long_prefetch() {
+  static const int pf = env_int("LIFTEXPORT_GEMV_TMA_PF_LONG", 0, 64, LQ_TMA_PF_LONG);
+  return pf;
+}
+
 // Whether a one-token gemv of N rows takes the TMA kernel. It can where the GPU is sm_90+ and the
 // driver's encoder was found. Asked for (flags GEMV_TMA) it does, GEMV_PLAIN it does not; otherwise by
 // LIFTEXPORT_GEMV_TMA (LQ_TMA at build time): 0 never, 1 where the layer has no more tiles of 32 rows than
@@ -1249,14 +1296,16 @@ cudaError_t launch_gemv_tma(const uint32_t* words, int KW, int N, const uint32_t
   if (e != cudaSuccess) return e;
   const int nch = (steps + TMA_CK - 1) / TMA_CK, boxes = ((tiles + G - 1) / G + span - 1) / span;  // a block's most
   const size_t fixed = 1024 + 2 * TMA_WARPS * 33 * sizeof(float), per_stage = span * TMA_TILE + TMA_PSTAGE + 16;
-  int stages = std::min(tma_ring_bytes(span == 2) / (int)per_stage, boxes * nch);
+  const int long_ring = tma_long_ring(boxes * nch), ring = long_ring ? long_ring : tma_ring_bytes(span == 2);
+  int stages = std::min(ring / (int)per_stage, boxes * nch);
   stages = std::min(stages, optin > (int)fixed ? (int)((optin - fixed) / per_stage) : 0);
   if (stages < 1) return cudaErrorNotSupported;
   const size_t smem = fixed + (size_t)stages * per_stage;
   static KernelSetup setup;
   if ((e = prepare_kernel(gemv_tma_kernel<T>, smem, true, setup)) != cudaSuccess) return e;
   return launch(gemv_tma_kernel<T>, dim3(G), (TMA_WARPS + 1) * 32, smem, stream, map1, map2, N, zf, steps, rscale,
-                bias, res, y, stages, tiles, span == 2 ? 1 : 0, static_codes ? 1 : 0);
+                bias, res, y, stages, tiles, span == 2 ? 1 : 0, static_codes ? 1 : 0,
+                long_ring ? tma_long_prefetch() : 0);
 }
 
 template <int MB, typename T>

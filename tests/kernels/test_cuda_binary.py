@@ -66,14 +66,16 @@ def test_gemv_matches_float64(N, Kl, M, dtype):
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
                     reason="the TMA GEMV runs on sm_90+")
-@pytest.mark.parametrize("N,Kl", SHAPES + [(28672, 19680), (4100, 2561), (11008, 9840), (4256, 600), (8224, 300)])
+@pytest.mark.parametrize("N,Kl", SHAPES + [(28672, 19680), (4100, 2561), (11008, 9840), (4256, 600), (8224, 300),
+                                            (4096, 65600)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_tma_gemv_agrees_with_register_kernel(N, Kl, dtype):
     """One token: the TMA GEMV (sm_90+) against the register-load kernel on the same planes (the same
     partial sums, so within float32 rounding: 1e-5 of the largest output), also with static code words and
     as the library chooses, each against float64. The shapes include boxes of two tiles (more tiles than SMs,
     N % 32 == 0: 28672, 11008, 4256 = 133 tiles, 8224 = 257), odd tile counts per block, and more tiles than
-    SMs with N % 32 != 0 (21124: boxes of one tile)."""
+    SMs with N % 32 != 0 (21124: boxes of one tile). Blocks with at least 16 stages' work take the long-run
+    ring (five two-tile stages for 28672 x 19680, 7 tiles per block; one-tile stages for 4096 x 65600)."""
     words, scales, bias = _layer(N, Kl, seed=N + 7 * Kl)
     u = (torch.randn(1, Kl, device="cuda") * torch.logspace(-2, 1, Kl, device="cuda")).to(dtype)
     zf = CB.workspace(1, Kl, "cuda")
