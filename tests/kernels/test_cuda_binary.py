@@ -75,7 +75,8 @@ def test_tma_gemv_agrees_with_register_kernel(N, Kl, dtype):
     as the library chooses, each against float64. The shapes include boxes of two tiles (more tiles than SMs,
     N % 32 == 0: 28672, 11008, 4256 = 133 tiles, 8224 = 257), odd tile counts per block, and more tiles than
     SMs with N % 32 != 0 (21124: boxes of one tile). Blocks with at least 16 stages' work take the long-run
-    ring (five two-tile stages for 28672 x 19680, 7 tiles per block; one-tile stages for 4096 x 65600)."""
+    ring (five two-tile stages for 28672 x 19680, 6 or 7 tiles per block on 132 SMs; one-tile stages for
+    4096 x 65600)."""
     words, scales, bias = _layer(N, Kl, seed=N + 7 * Kl)
     u = (torch.randn(1, Kl, device="cuda") * torch.logspace(-2, 1, Kl, device="cuda")).to(dtype)
     zf = CB.workspace(1, Kl, "cuda")
