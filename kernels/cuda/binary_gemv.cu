@@ -1211,46 +1211,42 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
-// The ring's bytes per block: LIFTEXPORT_GEMV_TMA_KB (16..220) or LQ_TMA_KB; where the boxes hold two tiles
-// LIFTEXPORT_GEMV_TMA_KB_BIG or LQ_TMA_KB_BIG.
-int tma_ring_bytes(bool pairs) {
-  static const int kb = env_int("LIFTEXPORT_GEMV_TMA_KB", 16, 220, LQ_TMA_KB);
-  static const int kb_big = env_int("LIFTEXPORT_GEMV_TMA_KB_BIG", 16, 220, LQ_TMA_KB_BIG);
-  return (pairs ? kb_big : kb) * 1024;
-}
-
 #ifndef LQ_TMA_LONG
-#define LQ_TMA_LONG 16  // blocks of at least this many stages' work take rings of LQ_TMA_KB_LONG (0: none)
+#define LQ_TMA_LONG 16  // blocks of at least this many stages' work take the long-run ring (0: none)
 #endif
 #ifndef LQ_TMA_KB_LONG
-#define LQ_TMA_KB_LONG 206  // (five stages of two-tile boxes)
+#define LQ_TMA_KB_LONG 206  // the long-run ring's KB (five stages of two-tile boxes)
 #endif
-// The ring's bytes per block where a block's run is long (its most boxes times the chunks per box, iters >=
-// LIFTEXPORT_GEMV_TMA_LONG or LQ_TMA_LONG; 0 turns it off): LIFTEXPORT_GEMV_TMA_KB_LONG or LQ_TMA_KB_LONG; 0 where
-// the run is shorter. Per call in a stream of 8 at 24/10 (bench/results/gemv_ring/, two passes): five two-tile
-// stages (204 KB) instead of three (127 KB) take 28672x8192 (20 stages' work per block) 27.9 -> 27.5 us,
-// 8192x28672 (17) 26.7 -> 26.4, 57344x8192 (35) 53.7 -> 53.4, but 8192x8192 (5) 9.6 -> 10.7, 22016x4096 (9)
-// 12.9 -> 14.0, 12288x4096 (6) 8.5 -> 9.3 and 4096x11008 (7, one-tile rings of 80 -> 206 KB) 8.1 -> 8.8. The
-// gain comes with the ring's worth requested before the wait: five stages with only three of them requested
-// before it take 27.9 us. Decode steps of a 7B model (no layer over 9) keep three stages, and with them the room
-// for a lift block beside the gemv (see smem_carveout).
-int tma_long_ring(int iters) {
-  static const int lo = env_int("LIFTEXPORT_GEMV_TMA_LONG", 0, 1 << 20, LQ_TMA_LONG);
-  static const int kb = env_int("LIFTEXPORT_GEMV_TMA_KB_LONG", 16, 227, LQ_TMA_KB_LONG);
-  return lo > 0 && iters >= lo ? kb * 1024 : 0;
-}
 #ifndef LQ_TMA_PF_LONG
-#define LQ_TMA_PF_LONG 1  // boxes beyond the ring prefetched into L2 right after the wait where the ring is long
+#define LQ_TMA_PF_LONG 1  // boxes beyond the long-run ring prefetched into L2 right after the wait
 #endif
-// Boxes beyond the ring that a block with the long-run ring prefetches into L2 as soon as its wait returns, so that
-// the first box requested when a stage frees comes from L2 (LIFTEXPORT_GEMV_TMA_PF_LONG or LQ_TMA_PF_LONG). In a
-// stream of 8 at 24/10 (gemv_ring/c8, two passes), 0 / 1 / 2 / 4: 28672x8192 27.6 / 27.2 / 27.3 / 27.5 us,
-// 8192x28672 26.4 / 26.3 / 26.5 / 26.8, 57344x8192 53.4 / 53.1 / 53.5 / 53.6. For every block (c4: shorter runs
-// too, with three-stage rings) two such boxes took 8192x8192 9.6 -> 10.6 us; prefetching beyond the ring before
-// the wait instead was slower everywhere (c3: 28672x8192 28.0 -> 28.5).
-int tma_long_prefetch() {
-  static const int pf = env_int("LIFTEXPORT_GEMV_TMA_PF_LONG", 0, 64, LQ_TMA_PF_LONG);
-  return pf;
+// A block's ring: its bytes and the boxes beyond it that the producer prefetches into L2 as its wait returns.
+struct TmaRing {
+  int bytes, prefetch;
+};
+// The ring of a block with iters stages' work (its most boxes times the chunks per box). By default
+// LIFTEXPORT_GEMV_TMA_KB (16..220) or LQ_TMA_KB KB, where the boxes hold two tiles LIFTEXPORT_GEMV_TMA_KB_BIG or
+// LQ_TMA_KB_BIG, and no prefetch. A long run (iters >= LIFTEXPORT_GEMV_TMA_LONG or LQ_TMA_LONG; 0 turns it off)
+// takes LIFTEXPORT_GEMV_TMA_KB_LONG or LQ_TMA_KB_LONG KB and prefetches LIFTEXPORT_GEMV_TMA_PF_LONG or
+// LQ_TMA_PF_LONG boxes, so that the first box requested when a stage frees comes from L2.
+// Per call in a stream of 8 at 24/10 (bench/results/gemv_ring/, two passes): five two-tile stages (204 KB) instead
+// of three (127 KB) take 28672x8192 (20 stages' work per block) 27.9 -> 27.5 us, 8192x28672 (17) 26.7 -> 26.4,
+// 57344x8192 (35) 53.7 -> 53.4, but 8192x8192 (5) 9.6 -> 10.7, 22016x4096 (9) 12.9 -> 14.0, 12288x4096 (6)
+// 8.5 -> 9.3 and 4096x11008 (7, one-tile rings of 80 -> 206 KB) 8.1 -> 8.8. The gain comes with the ring's worth
+// requested before the wait: five stages with only three of them requested before it take 27.9 us. Decode steps
+// of a 7B model (no layer over 9) keep three stages, and with them the room for a lift block beside the gemv (see
+// smem_carveout). The prefetch, 0 / 1 / 2 / 4 boxes (c8): 28672x8192 27.6 / 27.2 / 27.3 / 27.5 us, 8192x28672
+// 26.4 / 26.3 / 26.5 / 26.8, 57344x8192 53.4 / 53.1 / 53.5 / 53.6. For every block (c4: three-stage rings too) two
+// such boxes took 8192x8192 9.6 -> 10.6 us; prefetching beyond the ring before the wait instead was slower
+// everywhere (c3: 28672x8192 28.0 -> 28.5).
+TmaRing tma_ring(bool pairs, int iters) {
+  static const int kb = env_int("LIFTEXPORT_GEMV_TMA_KB", 16, 220, LQ_TMA_KB);
+  static const int kb_big = env_int("LIFTEXPORT_GEMV_TMA_KB_BIG", 16, 220, LQ_TMA_KB_BIG);
+  static const int long_from = env_int("LIFTEXPORT_GEMV_TMA_LONG", 0, 1 << 20, LQ_TMA_LONG);
+  static const int kb_long = env_int("LIFTEXPORT_GEMV_TMA_KB_LONG", 16, 227, LQ_TMA_KB_LONG);
+  static const int pf_long = env_int("LIFTEXPORT_GEMV_TMA_PF_LONG", 0, 64, LQ_TMA_PF_LONG);
+  if (long_from > 0 && iters >= long_from) return {kb_long * 1024, pf_long};
+  return {(pairs ? kb_big : kb) * 1024, 0};
 }
 
 // Whether a one-token gemv of N rows takes the TMA kernel. It can where the GPU is sm_90+ and the
@@ -1296,8 +1292,8 @@ cudaError_t launch_gemv_tma(const uint32_t* words, int KW, int N, const uint32_t
   if (e != cudaSuccess) return e;
   const int nch = (steps + TMA_CK - 1) / TMA_CK, boxes = ((tiles + G - 1) / G + span - 1) / span;  // a block's most
   const size_t fixed = 1024 + 2 * TMA_WARPS * 33 * sizeof(float), per_stage = span * TMA_TILE + TMA_PSTAGE + 16;
-  const int long_ring = tma_long_ring(boxes * nch), ring = long_ring ? long_ring : tma_ring_bytes(span == 2);
-  int stages = std::min(ring / (int)per_stage, boxes * nch);
+  const TmaRing ring = tma_ring(span == 2, boxes * nch);
+  int stages = std::min(ring.bytes / (int)per_stage, boxes * nch);
   stages = std::min(stages, optin > (int)fixed ? (int)((optin - fixed) / per_stage) : 0);
   if (stages < 1) return cudaErrorNotSupported;
   const size_t smem = fixed + (size_t)stages * per_stage;
@@ -1305,7 +1301,7 @@ cudaError_t launch_gemv_tma(const uint32_t* words, int KW, int N, const uint32_t
   if ((e = prepare_kernel(gemv_tma_kernel<T>, smem, true, setup)) != cudaSuccess) return e;
   return launch(gemv_tma_kernel<T>, dim3(G), (TMA_WARPS + 1) * 32, smem, stream, map1, map2, N, zf, steps, rscale,
                 bias, res, y, stages, tiles, span == 2 ? 1 : 0, static_codes ? 1 : 0,
-                long_ring ? tma_long_prefetch() : 0);
+                ring.prefetch);
 }
 
 template <int MB, typename T>
