@@ -648,6 +648,9 @@ __global__ void __maxnreg__(TILED_MAXREG) lift_tiled_kernel(
   if (static_w) pdl_wait();
   LQ_T(2);  // the previous kernel complete
   LQ_TR_WAITED;
+#ifdef LQ_NULL_LIFT  // diagnostic build: the lift stages its weights and waits, then stores nothing (what the lifts
+  return;             // cost a decode step beyond their launch: bench/results/tail_pre/)
+#endif
   float ss = 0.f;
   constexpr int U = 4;  // 8-value groups per thread in flight
   for (int g0 = tid; g0 < groups; g0 += U * THREADS) {
@@ -920,6 +923,10 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
 #define LQ_TMA_KB_BIG 128  // the ring's KB per block where blocks take boxes of two tiles (LIFTEXPORT_GEMV_TMA_KB_BIG;
                            // three stages; with two, 84 KB, an earlier version took 30.8 us on 28672x8192 against 27.8)
 #endif
+#ifndef LQ_TAIL_PRE
+#define LQ_TAIL_PRE 1  // the block's last box: row scales and biases read before the PDL wait, residuals right after
+#endif                 // it (7B decode step at 2.4 bits 474.6 -> 485.5 tok/s; in a stream of 8, 8192x8192 9.6 -> 9.4
+                       // us, 28672x8192 27.2 -> 26.9: bench/results/tail_pre/; 0: at the store, as other boxes)
 #ifndef LQ_TMA_PAIRS
 #define LQ_TMA_PAIRS 1  // layers of more tiles than SMs (and N % 32 == 0) copy two adjacent tiles per box
 #endif
@@ -969,6 +976,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
   const uint32_t bars = pbase + stages * TMA_PSTAGE;  // full[s] at bars + 8 s, empty[s] at bars + 8 (stages + s)
   float* red = reinterpret_cast<float*>(pring + stages * TMA_PSTAGE + 16 * stages);  // [2][TMA_WARPS][32]
   float* zred = red + 2 * TMA_WARPS * 32;                                          // [2][TMA_WARPS]
+  float* tail = zred + 2 * TMA_WARPS;  // [3][64]: the last box's row scales, biases, residuals (LQ_TAIL_PRE)
   // the block's tiles [t0, t1) (the counts of any two blocks differ by at most one), in boxes of span tiles
   // (the last of an odd count: one); iteration it = chunk it % nch of box it / nch
   const int nch = (steps + TMA_CK - 1) / TMA_CK, G = gridDim.x;
@@ -1046,8 +1054,26 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
     }
     return;
   }
+  // The block's last box (LQ_TAIL_PRE): the lanes that will store its rows read their scales and biases before
+  // the wait (weights: static_codes is the caller's promise for them too) and their residuals right after it, into
+  // shared memory, so that the block's last stores do not wait on memory after its last MMA.
+  const int lnt = iters > 0 ? box_tiles(iters - 1) : 1, lwpt = TMA_WARPS / lnt;
+  const int lrow = iters > 0 ? (first_tile(iters - 1) + warp / lwpt) * 32 + lane : N;
+  const bool ltail = LQ_TAIL_PRE && warp % lwpt == 0 && lrow < N;
+  float* tl = tail + (warp / lwpt) * 32 + lane;
+  if (ltail && static_codes) {
+    tl[0] = rscale[lrow];
+    if (bias) tl[64] = bias[lrow];
+  }
   pdl_wait();  // y may be read by the kernel before this one
   LQ_TR_WAITED;
+  if (ltail) {
+    if (!static_codes) {
+      tl[0] = rscale[lrow];
+      if (bias) tl[64] = bias[lrow];
+    }
+    if (res) tl[128] = to_f(res[lrow]);
+  }
   const int g = lane >> 2, t = lane & 3;
   float pw[2][2];
   lane_plane_weights(pw, t);
@@ -1066,6 +1092,9 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
     for (int i = 0; i < (TMA_CK + WPT - 1) / WPT; ++i) {
       const int q = wq + i * WPT;
       if (q >= TMA_CK || ch * TMA_CK + q >= steps) break;
+#ifdef LQ_NULL_MMA  // diagnostic build: the codes and planes stream and the sums are stored, but no warp reads or
+      continue;     // multiplies them (bench/results/tail_pre/: what the MMAs cost a decode step)
+#endif
       const uint8_t* zp = pring + s * TMA_PSTAGE + q * STEP_WORDS * 4;
       const uint4 za = reinterpret_cast<const uint4*>(zp)[lane];
       const uint2 zb = *reinterpret_cast<const uint2*>(zp + 32 * 16);
@@ -1098,7 +1127,14 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
           S += rd[w * 32 + lane];
           Z += zred[par * TMA_WARPS + w];
         }
-        store_row(y, 0, res, 0, rscale, bias, 0, row0 + lane, S, Z);
+        if (LQ_TAIL_PRE && it == iters - 1) {  // as store_row, from the values read early
+          float v = tl[0] * (2.f * S - Z);
+          if (bias) v += tl[64];
+          if (res) v += tl[128];
+          y[row0 + lane] = from_f<T>(v);
+        } else {
+          store_row(y, 0, res, 0, rscale, bias, 0, row0 + lane, S, Z);
+        }
       }
       ++nbox;
     }
@@ -1291,7 +1327,7 @@ cudaError_t launch_gemv_tma(const uint32_t* words, int KW, int N, const uint32_t
   cudaError_t e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
   if (e != cudaSuccess) return e;
   const int nch = (steps + TMA_CK - 1) / TMA_CK, boxes = ((tiles + G - 1) / G + span - 1) / span;  // a block's most
-  const size_t fixed = 1024 + 2 * TMA_WARPS * 33 * sizeof(float), per_stage = span * TMA_TILE + TMA_PSTAGE + 16;
+  const size_t fixed = 1024 + (2 * TMA_WARPS * 33 + 3 * 64) * sizeof(float), per_stage = span * TMA_TILE + TMA_PSTAGE + 16;
   const TmaRing ring = tma_ring(span == 2, boxes * nch);
   int stages = std::min(ring.bytes / (int)per_stage, boxes * nch);
   stages = std::min(stages, optin > (int)fixed ? (int)((optin - fixed) / per_stage) : 0);
