@@ -184,7 +184,8 @@ def gemv(words: torch.Tensor, zf: torch.Tensor, scales: torch.Tensor, bias, y: t
          residual: torch.Tensor | None = None, static_weights: bool = False, kernel: str = "auto"):
     """y [M, N] = scales * (u . q) + bias (+ residual) from the K-major code words [KW, N] (N % 4 == 0)
     and the planes of u in zf. static_weights: the caller guarantees that no work queued before on the
-    stream writes the code words, so the kernel may start reading them before the previous kernel ends.
+    stream writes the code words, scales or bias, so the kernel may start reading them before the previous
+    kernel ends.
     kernel (one token): "plain" the register-load GEMV, "tma" the one fed by the tensor memory accelerator
     (sm_90+; elsewhere plain), "auto" the library's choice (on sm_90+ the TMA one unless LIFTEXPORT_GEMV_TMA
     says otherwise)."""

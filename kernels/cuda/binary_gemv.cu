@@ -71,8 +71,8 @@ enum GemvFlags { GEMV_STATIC = 1, GEMV_PLAIN = 2, GEMV_TMA = 4 };  // lq_binary_
 // reaches the kernel, and L2 is where writes of the previous kernel land), so a layer's launch latency
 // and the first loads of its codes overlap the previous kernel's tail. The one exception is opt-in:
 // lq_lift_planes with static_weights = 1 (the caller's promise that nothing queued before writes them)
-// stages its weights into shared memory before the wait, and so does the TMA gemv with its codes
-// (lq_binary_gemv's static flag). Elsewhere (sm_80, or
+// stages its weights into shared memory before the wait, and so does the TMA gemv with its codes and the row
+// scales and biases of its last stores (lq_binary_gemv's static flag). Elsewhere (sm_80, or
 // LIFTEXPORT_PDL=0 in the environment) plain launches, and the two are no-ops.
 __device__ __forceinline__ void pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -1628,8 +1628,8 @@ __attribute__((visibility("default"))) int lq_binary_planes(const void* u, int d
 // y [M, N] (row stride ldy; dtype as above; residual the same dtype with row stride ldr, or null) from
 // the K-major code words [KW, N] (N % 4 == 0, 16-byte aligned), the planes of lq_binary_planes
 // (steps k-steps, KW <= 8 * steps), per-row scale [N] and bias [N] (or null). flags: 1 (static weights)
-// no work queued earlier in the stream writes the code words, so with programmatic dependent launch the
-// kernel may read them before it waits for the previous kernel; for one token, 2 the register-load kernel,
+// no work queued earlier in the stream writes the code words, scales or bias, so with programmatic dependent
+// launch the kernel may read them before it waits for the previous kernel; for one token, 2 the register-load kernel,
 // 4 the TMA kernel where it can run (sm_90+), neither: the library's choice (use_tma).
 __attribute__((visibility("default"))) int lq_binary_gemv(const uint32_t* words, int KW, int N, const uint32_t* zf,
                                                           int steps, const float* rscale, const float* bias,
