@@ -61,6 +61,8 @@ def load():
             lib.lq_lift_mappings.argtypes = [I, I, I]
             lib.lq_smem_carveout.restype = I
             lib.lq_smem_carveout.argtypes = []
+            lib.lq_gemv_tma_plan.restype = I
+            lib.lq_gemv_tma_plan.argtypes = [I, I, P]
             lib.lq_binary_gemv.restype = I
             lib.lq_binary_gemv.argtypes = [P, I, I, P, I, P, P, P, L, P, L, I, I, I, P]
             _lib = lib
@@ -178,6 +180,20 @@ def smem_carveout() -> int:
 
 
 GEMV_KERNELS = {"auto": 0, "plain": 2, "tma": 4}
+
+
+def tma_plan(N: int, K: int, device) -> dict:
+    """How a one-token GEMV of N rows over K lifted values would run on ``device``'s TMA kernel (sm_90+;
+    whether it does is the library's choice, LIFTEXPORT_GEMV_TMA): ``span`` tiles of 32 rows per box,
+    ``blocks``, ``stages`` of its shared-memory ring (0: it cannot run) and ``prefetch``, the boxes beyond the
+    ring it requests into L2 (the long-run rule). The library's own host-side rule."""
+    if N < 1 or K < 1:
+        raise LiftExportError(f"binary gemv plan: N = {N}, K = {K}: both must be positive")
+    out = (ctypes.c_int * 4)()
+    with torch.cuda.device(device):
+        rc = load().lq_gemv_tma_plan(N, steps(K), ctypes.cast(out, ctypes.c_void_p))
+    _check(rc, "binary gemv plan")
+    return dict(zip(("span", "blocks", "stages", "prefetch"), out))
 
 
 def gemv(words: torch.Tensor, zf: torch.Tensor, scales: torch.Tensor, bias, y: torch.Tensor,

@@ -1301,13 +1301,34 @@ bool use_tma(int dev, int N, int sms, int flags) {
   return mode == 2 || (mode == 1 && (N + 31) / 32 <= sms);
 }
 
+// How the TMA gemv runs N rows of steps k-steps on a GPU of sms SMs and optin bytes of shared memory per block:
+// tiles per box (span), blocks, ring stages (0: it cannot), boxes prefetched into L2 (tma_ring) and shared memory.
+struct TmaPlan {
+  int span, blocks, stages, prefetch;
+  size_t smem;
+};
+TmaPlan tma_plan(int N, int steps, int sms, int optin) {
+  const int tiles = (N + 31) / 32, span = LQ_TMA_PAIRS && N % 32 == 0 && tiles > sms ? 2 : 1;
+  const int G = std::min(tiles, sms);
+  const int nch = (steps + TMA_CK - 1) / TMA_CK, boxes = ((tiles + G - 1) / G + span - 1) / span;  // a block's most
+  const size_t fixed = 1024 + (2 * TMA_WARPS * 33 + 3 * 64) * sizeof(float), per_stage = span * TMA_TILE + TMA_PSTAGE + 16;
+  const TmaRing ring = tma_ring(span == 2, boxes * nch);
+  int stages = std::min(ring.bytes / (int)per_stage, boxes * nch);
+  stages = std::max(0, std::min(stages, optin > (int)fixed ? (int)((optin - fixed) / per_stage) : 0));
+  return {span, G, stages, ring.prefetch, fixed + (size_t)stages * per_stage};
+}
+
 // The TMA gemv for one token (see gemv_tma_kernel); cudaErrorNotSupported where a tensor map is refused.
 template <typename T>
 cudaError_t launch_gemv_tma(const uint32_t* words, int KW, int N, const uint32_t* zf, int steps, const float* rscale,
                             const float* bias, const T* res, T* y, bool static_codes, int dev, int sms,
                             cudaStream_t stream) {
-  const int tiles = (N + 31) / 32, span = LQ_TMA_PAIRS && N % 32 == 0 && tiles > sms ? 2 : 1;
-  const int G = std::min(tiles, sms);
+  int optin = 0;
+  cudaError_t e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e != cudaSuccess) return e;
+  const TmaPlan plan = tma_plan(N, steps, sms, optin);
+  if (plan.stages < 1) return cudaErrorNotSupported;
+  const int span = plan.span;
   // words[kw * N + r], rows innermost: 2-D (row, word), boxes of one tile; 3-D (row in tile, tile, word), two
   CUtensorMap map1, map2;
   const cuuint64_t dims1[2] = {(cuuint64_t)N, (cuuint64_t)KW}, dims2[3] = {32, (cuuint64_t)N / 32, (cuuint64_t)KW};
@@ -1323,21 +1344,11 @@ cudaError_t launch_gemv_tma(const uint32_t* words, int KW, int N, const uint32_t
   if (!encode(&map1, 2, dims1, strides1, box1)) return cudaErrorNotSupported;
   if (span == 1) map2 = map1;
   else if (!encode(&map2, 3, dims2, strides2, box2)) return cudaErrorNotSupported;
-  int optin = 0;
-  cudaError_t e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  if (e != cudaSuccess) return e;
-  const int nch = (steps + TMA_CK - 1) / TMA_CK, boxes = ((tiles + G - 1) / G + span - 1) / span;  // a block's most
-  const size_t fixed = 1024 + (2 * TMA_WARPS * 33 + 3 * 64) * sizeof(float), per_stage = span * TMA_TILE + TMA_PSTAGE + 16;
-  const TmaRing ring = tma_ring(span == 2, boxes * nch);
-  int stages = std::min(ring.bytes / (int)per_stage, boxes * nch);
-  stages = std::min(stages, optin > (int)fixed ? (int)((optin - fixed) / per_stage) : 0);
-  if (stages < 1) return cudaErrorNotSupported;
-  const size_t smem = fixed + (size_t)stages * per_stage;
   static KernelSetup setup;
-  if ((e = prepare_kernel(gemv_tma_kernel<T>, smem, true, setup)) != cudaSuccess) return e;
-  return launch(gemv_tma_kernel<T>, dim3(G), (TMA_WARPS + 1) * 32, smem, stream, map1, map2, N, zf, steps, rscale,
-                bias, res, y, stages, tiles, span == 2 ? 1 : 0, static_codes ? 1 : 0,
-                ring.prefetch);
+  if ((e = prepare_kernel(gemv_tma_kernel<T>, plan.smem, true, setup)) != cudaSuccess) return e;
+  return launch(gemv_tma_kernel<T>, dim3(plan.blocks), (TMA_WARPS + 1) * 32, plan.smem, stream, map1, map2, N, zf,
+                steps, rscale, bias, res, y, plan.stages, (N + 31) / 32, span == 2 ? 1 : 0, static_codes ? 1 : 0,
+                plan.prefetch);
 }
 
 template <int MB, typename T>
@@ -1623,6 +1634,24 @@ __attribute__((visibility("default"))) int lq_binary_planes(const void* u, int d
     case BF16: return (int)launch(planes_kernel<__nv_bfloat16>, grid, PLANE_WARPS * 32, 0, stream, static_cast<const __nv_bfloat16*>(u), K, ldu, zf, steps);
     default: return -2;
   }
+}
+
+// How a one-token TMA gemv of N rows and steps k-steps would run on the current device (whether it does: use_tma):
+// out[0..4) = tiles per box, blocks, ring stages (0: it cannot), boxes prefetched into L2 beyond the ring. 0, -1 for
+// bad arguments, else the CUDA error.
+__attribute__((visibility("default"))) int lq_gemv_tma_plan(int N, int steps, int* out) {
+  if (N < 1 || N > (1 << 30) || steps < 1 || steps > (1 << 23) || out == nullptr) return -1;
+  int dev = 0, sms = 0, optin = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e != cudaSuccess) return (int)e;
+  const TmaPlan plan = tma_plan(N, steps, sms, optin);
+  out[0] = plan.span;
+  out[1] = plan.blocks;
+  out[2] = plan.stages;
+  out[3] = plan.prefetch;
+  return 0;
 }
 
 // y [M, N] (row stride ldy; dtype as above; residual the same dtype with row stride ldr, or null) from

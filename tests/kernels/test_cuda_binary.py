@@ -7,6 +7,7 @@ outputs, fresh inputs per case, and the argument checks of the ctypes layer.
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import pytest
@@ -76,7 +77,7 @@ def test_tma_gemv_agrees_with_register_kernel(N, Kl, dtype):
     N % 32 == 0: 28672, 11008, 4256 = 133 tiles, 8224 = 257), odd tile counts per block, and more tiles than
     SMs with N % 32 != 0 (21124: boxes of one tile). Blocks with at least 16 stages' work take the long-run
     ring (five two-tile stages for 28672 x 19680, 6 or 7 tiles per block on 132 SMs; one-tile stages for
-    4096 x 65600)."""
+    4096 x 65600); on a GPU of 132 SMs with the default settings the library's plan is checked to say so."""
     words, scales, bias = _layer(N, Kl, seed=N + 7 * Kl)
     u = (torch.randn(1, Kl, device="cuda") * torch.logspace(-2, 1, Kl, device="cuda")).to(dtype)
     zf = CB.workspace(1, Kl, "cuda")
@@ -98,6 +99,13 @@ def test_tma_gemv_agrees_with_register_kernel(N, Kl, dtype):
         assert float((ys["tma"] - ys["plain"]).abs().max() / ref.abs().max()) <= 1e-5
     for y in ys.values():
         assert float((y.double() - ref).abs().max() / ref.abs().max()) <= TOL[dtype]
+    plan = CB.tma_plan(N, Kl, "cuda")
+    assert plan["stages"] >= 1 and plan["blocks"] == min(-(-N // 32), sms)
+    if sms == 132 and not any(k.startswith("LIFTEXPORT_GEMV_TMA_") for k in os.environ):
+        long_run = (N, Kl) in {(28672, 19680), (4096, 65600)}
+        assert (plan["prefetch"] == 1 and plan["stages"] >= 5) if long_run else (plan["prefetch"] == 0 and
+                                                                                 plan["stages"] <= 3), plan
+        assert plan["span"] == (2 if N % 32 == 0 and N // 32 > sms else 1)
 
 
 def test_repeated_calls_in_a_cuda_graph():
@@ -161,6 +169,11 @@ def test_bad_arguments_raise():
         CB.gemv(words, zf, scales, bias, y, kernel="fast")
     with pytest.raises(LiftExportError, match="gemv"):
         CB.gemv(words, zf, scales, bias, y, residual=torch.empty(1, 36, device="cuda", dtype=torch.float16))
+    with pytest.raises(LiftExportError, match="plan"):
+        CB.tma_plan(0, 300, "cuda")
+    out = (ctypes.c_int * 4)()
+    for n, st, o in ((0, 2, out), (36, 0, out), (36, 2, None)):  # at the C ABI
+        assert CB.load().lq_gemv_tma_plan(n, st, None if o is None else ctypes.cast(o, ctypes.c_void_p)) == -1
 
 
 def _transform(in_features, D, d, seed):
