@@ -924,9 +924,11 @@ __global__ void __launch_bounds__(WARPS * 32, MB > 1 ? 1 : (WARPS == 4 ? 8 : 2))
                            // three stages; with two, 84 KB, an earlier version took 30.8 us on 28672x8192 against 27.8)
 #endif
 #ifndef LQ_TAIL_PRE
-#define LQ_TAIL_PRE 1  // the block's last box: row scales and biases read before the PDL wait, residuals right after
-#endif                 // it (7B decode step at 2.4 bits 474.6 -> 485.5 tok/s; in a stream of 8, 8192x8192 9.6 -> 9.4
-                       // us, 28672x8192 27.2 -> 26.9: bench/results/tail_pre/; 0: at the store, as other boxes)
+#define LQ_TAIL_PRE 1  // the block's row scales and biases read before the PDL wait and its residuals right after it,
+#endif                 // so that no store waits on memory (0: each read at its store). bench/results/tail_pre/: for the
+                       // last box alone, 7B decode step at 2.4 bits 474.6 -> 485.5 tok/s, in a stream of 8 8192x8192
+                       // 9.6 -> 9.4 us, 28672x8192 27.2 -> 26.9 (c1); for every box, against that, decode 485.3 /
+                       // 486.2 -> 486.2 / 486.4, 12288x4096 8.4 -> 8.2 us, the rest equal (c5)
 #ifndef LQ_TMA_PAIRS
 #define LQ_TMA_PAIRS 1  // layers of more tiles than SMs (and N % 32 == 0) copy two adjacent tiles per box
 #endif
@@ -976,7 +978,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
   const uint32_t bars = pbase + stages * TMA_PSTAGE;  // full[s] at bars + 8 s, empty[s] at bars + 8 (stages + s)
   float* red = reinterpret_cast<float*>(pring + stages * TMA_PSTAGE + 16 * stages);  // [2][TMA_WARPS][32]
   float* zred = red + 2 * TMA_WARPS * 32;                                          // [2][TMA_WARPS]
-  float* tail = zred + 2 * TMA_WARPS;  // [3][64]: the last box's row scales, biases, residuals (LQ_TAIL_PRE)
+  float* tail = zred + 2 * TMA_WARPS;  // [3][most rows of a block]: row scales, biases, residuals (LQ_TAIL_PRE)
   // the block's tiles [t0, t1) (the counts of any two blocks differ by at most one), in boxes of span tiles
   // (the last of an odd count: one); iteration it = chunk it % nch of box it / nch
   const int nch = (steps + TMA_CK - 1) / TMA_CK, G = gridDim.x;
@@ -1054,25 +1056,27 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
     }
     return;
   }
-  // The block's last box (LQ_TAIL_PRE): the lanes that will store its rows read their scales and biases before
-  // the wait (weights: static_codes is the caller's promise for them too) and their residuals right after it, into
-  // shared memory, so that the block's last stores do not wait on memory after its last MMA.
-  const int lnt = iters > 0 ? box_tiles(iters - 1) : 1, lwpt = TMA_WARPS / lnt;
-  const int lrow = iters > 0 ? (first_tile(iters - 1) + warp / lwpt) * 32 + lane : N;
-  const bool ltail = LQ_TAIL_PRE && warp % lwpt == 0 && lrow < N;
-  float* tl = tail + (warp / lwpt) * 32 + lane;
-  if (ltail && static_codes) {
-    tl[0] = rscale[lrow];
-    if (bias) tl[64] = bias[lrow];
+  // LQ_TAIL_PRE: the scales and biases of the block's rows [32 t0, 32 t1) are read into shared memory before the
+  // wait (weights: static_codes is the caller's promise for them too) and their residuals right after it, spread
+  // over the consumer threads (the first box's reduction barrier comes before any store reads them), so that the
+  // stores after a box's last MMA wait on no memory.
+  const int brows = (tiles + G - 1) / G * 32, r0 = 32 * t0, nrows = min(32 * t1, N) - r0;
+  if (LQ_TAIL_PRE && static_codes) {
+    for (int i = threadIdx.x; i < nrows; i += TMA_WARPS * 32) {
+      tail[i] = rscale[r0 + i];
+      if (bias) tail[brows + i] = bias[r0 + i];
+    }
   }
   pdl_wait();  // y may be read by the kernel before this one
   LQ_TR_WAITED;
-  if (ltail) {
-    if (!static_codes) {
-      tl[0] = rscale[lrow];
-      if (bias) tl[64] = bias[lrow];
+  if (LQ_TAIL_PRE) {
+    for (int i = threadIdx.x; i < nrows; i += TMA_WARPS * 32) {
+      if (!static_codes) {
+        tail[i] = rscale[r0 + i];
+        if (bias) tail[brows + i] = bias[r0 + i];
+      }
+      if (res) tail[2 * brows + i] = to_f(res[r0 + i]);
     }
-    if (res) tl[128] = to_f(res[lrow]);
   }
   const int g = lane >> 2, t = lane & 3;
   float pw[2][2];
@@ -1127,10 +1131,11 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
           S += rd[w * 32 + lane];
           Z += zred[par * TMA_WARPS + w];
         }
-        if (LQ_TAIL_PRE && it == iters - 1) {  // as store_row, from the values read early
-          float v = tl[0] * (2.f * S - Z);
-          if (bias) v += tl[64];
-          if (res) v += tl[128];
+        if (LQ_TAIL_PRE) {  // as store_row, from the values read early
+          const int i = row0 + lane - r0;
+          float v = tail[i] * (2.f * S - Z);
+          if (bias) v += tail[brows + i];
+          if (res) v += tail[2 * brows + i];
           y[row0 + lane] = from_f<T>(v);
         } else {
           store_row(y, 0, res, 0, rscale, bias, 0, row0 + lane, S, Z);
@@ -1311,7 +1316,8 @@ TmaPlan tma_plan(int N, int steps, int sms, int optin) {
   const int tiles = (N + 31) / 32, span = LQ_TMA_PAIRS && N % 32 == 0 && tiles > sms ? 2 : 1;
   const int G = std::min(tiles, sms);
   const int nch = (steps + TMA_CK - 1) / TMA_CK, boxes = ((tiles + G - 1) / G + span - 1) / span;  // a block's most
-  const size_t fixed = 1024 + (2 * TMA_WARPS * 33 + 3 * 64) * sizeof(float), per_stage = span * TMA_TILE + TMA_PSTAGE + 16;
+  const int brows = LQ_TAIL_PRE ? (tiles + G - 1) / G * 32 : 0;  // a block's most rows
+  const size_t fixed = 1024 + (2 * TMA_WARPS * 33 + 3 * brows) * sizeof(float), per_stage = span * TMA_TILE + TMA_PSTAGE + 16;
   const TmaRing ring = tma_ring(span == 2, boxes * nch);
   int stages = std::min(ring.bytes / (int)per_stage, boxes * nch);
   stages = std::max(0, std::min(stages, optin > (int)fixed ? (int)((optin - fixed) / per_stage) : 0));
