@@ -71,8 +71,8 @@ enum GemvFlags { GEMV_STATIC = 1, GEMV_PLAIN = 2, GEMV_TMA = 4 };  // lq_binary_
 // reaches the kernel, and L2 is where writes of the previous kernel land), so a layer's launch latency
 // and the first loads of its codes overlap the previous kernel's tail. The one exception is opt-in:
 // lq_lift_planes with static_weights = 1 (the caller's promise that nothing queued before writes them)
-// stages its weights into shared memory before the wait, and so does the TMA gemv with its codes and the row
-// scales and biases of its last stores (lq_binary_gemv's static flag). Elsewhere (sm_80, or
+// stages its weights into shared memory before the wait, and so does the TMA gemv with its codes and its rows'
+// scales and biases (lq_binary_gemv's static flag). Elsewhere (sm_80, or
 // LIFTEXPORT_PDL=0 in the environment) plain launches, and the two are no-ops.
 __device__ __forceinline__ void pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -986,6 +986,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
   const int iters = (t1 - t0 + span - 1) / span * nch;
   auto first_tile = [&](int it) { return t0 + it / nch * span; };
   auto box_tiles = [&](int it) { return min(span, t1 - first_tile(it)); };
+  auto first_word = [&](int it) { return it % nch * TMA_CK * 8; };  // the box's first code word (its chunk's)
   LQ_TR_START;
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) {
@@ -1002,7 +1003,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
       asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
       auto plane_bytes = [&](int it) { return min(TMA_CK, steps - it % nch * TMA_CK) * STEP_WORDS * 4; };
       auto load_codes = [&](int it) {
-        const int s = it % stages, tile = first_tile(it), kw0 = it % nch * TMA_CK * 8, nt = box_tiles(it);
+        const int s = it % stages, tile = first_tile(it), kw0 = first_word(it), nt = box_tiles(it);
         const uint32_t full = bars + 8 * s;
         asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(full),
                      "r"(nt * TMA_TILE + plane_bytes(it))
@@ -1022,7 +1023,7 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
         }
       };
       auto prefetch_codes = [&](int it) {  // the box of iteration it into L2 only
-        const int tile = first_tile(it), kw0 = it % nch * TMA_CK * 8;
+        const int tile = first_tile(it), kw0 = first_word(it);
         if (box_tiles(it) == 1) {
           asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];" ::"l"(
                            reinterpret_cast<uint64_t>(&codes1)), "r"(tile * 32), "r"(kw0)
@@ -1061,23 +1062,19 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
   // over the consumer threads (the first box's reduction barrier comes before any store reads them), so that the
   // stores after a box's last MMA wait on no memory.
   const int brows = (tiles + G - 1) / G * 32, r0 = 32 * t0, nrows = min(32 * t1, N) - r0;
-  if (LQ_TAIL_PRE && static_codes) {
+  auto read_rows = [&](bool weights, bool residuals) {
     for (int i = threadIdx.x; i < nrows; i += TMA_WARPS * 32) {
-      tail[i] = rscale[r0 + i];
-      if (bias) tail[brows + i] = bias[r0 + i];
-    }
-  }
-  pdl_wait();  // y may be read by the kernel before this one
-  LQ_TR_WAITED;
-  if (LQ_TAIL_PRE) {
-    for (int i = threadIdx.x; i < nrows; i += TMA_WARPS * 32) {
-      if (!static_codes) {
+      if (weights) {
         tail[i] = rscale[r0 + i];
         if (bias) tail[brows + i] = bias[r0 + i];
       }
-      if (res) tail[2 * brows + i] = to_f(res[r0 + i]);
+      if (residuals && res) tail[2 * brows + i] = to_f(res[r0 + i]);
     }
-  }
+  };
+  if (LQ_TAIL_PRE && static_codes) read_rows(true, false);
+  pdl_wait();  // y may be read by the kernel before this one
+  LQ_TR_WAITED;
+  if (LQ_TAIL_PRE) read_rows(!static_codes, true);
   const int g = lane >> 2, t = lane & 3;
   float pw[2][2];
   lane_plane_weights(pw, t);
@@ -1309,7 +1306,7 @@ bool use_tma(int dev, int N, int sms, int flags) {
 // How the TMA gemv runs N rows of steps k-steps on a GPU of sms SMs and optin bytes of shared memory per block:
 // tiles per box (span), blocks, ring stages (0: it cannot), boxes prefetched into L2 (tma_ring) and shared memory.
 struct TmaPlan {
-  int span, blocks, stages, prefetch;
+  int tiles, span, blocks, stages, prefetch;
   size_t smem;
 };
 TmaPlan tma_plan(int N, int steps, int sms, int optin) {
@@ -1321,7 +1318,7 @@ TmaPlan tma_plan(int N, int steps, int sms, int optin) {
   const TmaRing ring = tma_ring(span == 2, boxes * nch);
   int stages = std::min(ring.bytes / (int)per_stage, boxes * nch);
   stages = std::max(0, std::min(stages, optin > (int)fixed ? (int)((optin - fixed) / per_stage) : 0));
-  return {span, G, stages, ring.prefetch, fixed + (size_t)stages * per_stage};
+  return {tiles, span, G, stages, ring.prefetch, fixed + (size_t)stages * per_stage};
 }
 
 // The TMA gemv for one token (see gemv_tma_kernel); cudaErrorNotSupported where a tensor map is refused.
@@ -1353,7 +1350,7 @@ cudaError_t launch_gemv_tma(const uint32_t* words, int KW, int N, const uint32_t
   static KernelSetup setup;
   if ((e = prepare_kernel(gemv_tma_kernel<T>, plan.smem, true, setup)) != cudaSuccess) return e;
   return launch(gemv_tma_kernel<T>, dim3(plan.blocks), (TMA_WARPS + 1) * 32, plan.smem, stream, map1, map2, N, zf,
-                steps, rscale, bias, res, y, plan.stages, (N + 31) / 32, span == 2 ? 1 : 0, static_codes ? 1 : 0,
+                steps, rscale, bias, res, y, plan.stages, plan.tiles, span == 2 ? 1 : 0, static_codes ? 1 : 0,
                 plan.prefetch);
 }
 
