@@ -31,6 +31,30 @@ def group(N, Kin, seed):
     return TritonLiftGroup([lin], tf, device="cuda")
 
 
+# (name, lifted group (N x in), previous GEMV's group, prologue): the lifts of a 7B-shaped layer
+CASES = [("RMSNorm 4096 (after down 4096x11008)", (12288, 4096), (4096, 11008), "rms"),
+         ("plain 4096 (after qkv 12288x4096)", (4096, 4096), (12288, 4096), None),
+         ("SiLU*up 11008 (after gate/up 22016x4096)", (4096, 11008), (22016, 4096), "glu")]
+
+
+def lift_step(N, Kin, Np, Kp, pro):
+    """(lifted group, step): step launches the GEMV before the lift, then the lift, as a decode step does (fp16,
+    one token, static weights)."""
+    mod, prev = group(N, Kin, 1), group(Np, Kp, 2)
+    zf, zfp = CB.workspace(1, mod.K, "cuda"), CB.workspace(1, prev.K, "cuda")
+    xp = torch.randn(1, Kp, device="cuda", dtype=torch.float16)
+    CB.lift_planes(xp, Kp, prev.inv_s1, prev.L, prev.R, zfp)
+    x = torch.randn(1, 2 * Kin if pro == "glu" else Kin, device="cuda", dtype=torch.float16)
+    nw = torch.rand(Kin, device="cuda", dtype=torch.float16) + 0.5
+    yp = torch.empty(1, Np, device="cuda", dtype=torch.float16)
+
+    def step():
+        CB.gemv(prev.words, zfp, prev.scales, prev.bias, yp)  # the kernel before the lift in a decode step
+        CB.lift_planes(x, Kin, mod.inv_s1, mod.L, mod.R, zf, rms=(nw, 1e-5) if pro == "rms" else None,
+                       glu=pro == "glu", static_weights=True)
+    return mod, step
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default="bench/results/gpu_lift_phases.json")
@@ -38,23 +62,8 @@ def main():
     lib = CB.load()
     lib.lq_lift_timing.argtypes = [ctypes.c_void_p]
     rows = []
-    # (name, lifted group (N x in), previous GEMV's group, prologue)
-    cases = [("RMSNorm 4096 (after down 4096x11008)", (12288, 4096), (4096, 11008), "rms"),
-             ("plain 4096 (after qkv 12288x4096)", (4096, 4096), (12288, 4096), None),
-             ("SiLU*up 11008 (after gate/up 22016x4096)", (4096, 11008), (22016, 4096), "glu")]
-    for name, (N, Kin), (Np, Kp), pro in cases:
-        mod, prev = group(N, Kin, 1), group(Np, Kp, 2)
-        zf, zfp = CB.workspace(1, mod.K, "cuda"), CB.workspace(1, prev.K, "cuda")
-        xp = torch.randn(1, Kp, device="cuda", dtype=torch.float16)
-        CB.lift_planes(xp, Kp, prev.inv_s1, prev.L, prev.R, zfp)
-        x = torch.randn(1, 2 * Kin if pro == "glu" else Kin, device="cuda", dtype=torch.float16)
-        nw = torch.rand(Kin, device="cuda", dtype=torch.float16) + 0.5
-        yp = torch.empty(1, Np, device="cuda", dtype=torch.float16)
-
-        def step():
-            CB.gemv(prev.words, zfp, prev.scales, prev.bias, yp)  # the kernel before the lift in a decode step
-            CB.lift_planes(x, Kin, mod.inv_s1, mod.L, mod.R, zf, rms=(nw, 1e-5) if pro == "rms" else None,
-                           glu=pro == "glu", static_weights=True)
+    for name, (N, Kin), (Np, Kp), pro in CASES:
+        mod, step = lift_step(N, Kin, Np, Kp, pro)
         g = graph_of(step)
         us = t_us(g.replay)
         g.replay()

@@ -536,7 +536,7 @@ __global__ void __launch_bounds__(THREADS) lift_planes_kernel(
 // a 1024-thread lift never did, and started only once the gemv's block on its SM had left):
 //   staging (before the wait with static weights): the block's rows of L transposed into float4 groups of
 //     four rows ([row chunk][k]), R, and X's scales inv_s1 (times RMSNorm's weight; zero past in_features);
-//   prologue: x read in 16-byte vectors where aligned (every load issued before any use), SiLU(gate) * up
+//   prologue: x read four values per lane where aligned (every load issued before any use), SiLU(gate) * up
 //     or RMSNorm's sum of squares, times the scales in shared memory;
 //   phase A: thread (j, sub) of n2 x G (G lanes per column of X, a power of two) sums L[r, k] X[k, j]
 //     over k = sub + G i for four rows at a time (one 16-byte shared load of L per k), a shuffle sum over G;
@@ -560,21 +560,29 @@ constexpr int TILED_THREADS = 512, TILED_KMAX = 32;
 #ifndef TILED_MAXREG
 #define TILED_MAXREG 72
 #endif
-// Eight consecutive values of a 16-byte aligned array as loaded (raw8: the loads stay in flight until unpack8).
-struct Raw8 {
-  uint4 w[2];  // float: both; 16-bit types: w[0]
+// Four consecutive values of an array aligned to their size as loaded (raw4: the loads stay in flight until unpack4).
+// The tiled lift's prologue takes x four values per lane, so that its lanes' float4 accesses to the scales in shared
+// memory are consecutive: with eight per lane (two float4 32 bytes apart, or eight scalars) they met 2- to 8-way bank
+// conflicts, which made the prologue the lift's longest phase (bench/results/lift_stalls/: 2,064 shared-memory wavefronts
+// per block of the 4096-wide RMSNorm lift against 272 without conflicts).
+struct Raw4 {
+  uint4 w;  // float: all of it; 16-bit types: w.x, w.y
 };
 template <typename T>
-__device__ __forceinline__ Raw8 raw8(const T* p) {
-  Raw8 r;
-  r.w[0] = __ldg(reinterpret_cast<const uint4*>(p));
-  if constexpr (sizeof(T) == 4) r.w[1] = __ldg(reinterpret_cast<const uint4*>(p) + 1);
+__device__ __forceinline__ Raw4 raw4(const T* p) {
+  Raw4 r;
+  if constexpr (sizeof(T) == 4) {
+    r.w = __ldg(reinterpret_cast<const uint4*>(p));
+  } else {
+    const uint2 h = __ldg(reinterpret_cast<const uint2*>(p));
+    r.w = make_uint4(h.x, h.y, 0u, 0u);
+  }
   return r;
 }
 template <typename T>
-__device__ __forceinline__ float unpack8(const Raw8& r, int i) {
-  if constexpr (sizeof(T) == 4) return __uint_as_float(reinterpret_cast<const uint32_t*>(r.w)[i]);
-  else return to_f(reinterpret_cast<const T*>(&r.w[0])[i]);
+__device__ __forceinline__ float unpack4(const Raw4& r, int i) {
+  if constexpr (sizeof(T) == 4) return __uint_as_float(reinterpret_cast<const uint32_t*>(&r.w)[i]);
+  else return to_f(reinterpret_cast<const T*>(&r.w)[i]);
 }
 // Four rows' sums of a[t] * b[t * stride] over t = t0, t0 + G, ... < n (a in float4 groups of four rows, one
 // 16-byte shared load per t), each summed over the aligned group of G lanes (every lane of the warp calls it;
@@ -635,14 +643,14 @@ __global__ void __maxnreg__(TILED_MAXREG) lift_tiled_kernel(
   copy_floats(Rs, R, n2 * C, tid, THREADS);
   // X's scales, each staged by the thread whose prologue multiplies it (no barrier between), zero past in_features
   const T* __restrict__ xb = x + (long long)m * ldx;
-  const bool vec = reinterpret_cast<uintptr_t>(xb) % 16 == 0 && in_features % 8 == 0;
-  const int groups = vec ? in_features / 8 : 0;
+  float4* xs4 = reinterpret_cast<float4*>(xs);  // groups of four values (16-byte aligned where vec)
+  const bool vec = reinterpret_cast<uintptr_t>(xb) % (4 * sizeof(T)) == 0 && in_features % 4 == 0 &&
+                   reinterpret_cast<uintptr_t>(xs) % 16 == 0;
+  const int groups = vec ? in_features / 4 : 0;
   auto scale = [&](int f) { return PRE == 1 ? inv_s1[f] * load_any(nw, nw_dtype, f) : inv_s1[f]; };
-  for (int g = tid; g < groups; g += THREADS) {
-#pragma unroll
-    for (int e = 0; e < 8; ++e) xs[8 * g + e] = scale(8 * g + e);
-  }
-  for (int f = 8 * groups + tid; f < in_features; f += THREADS) xs[f] = scale(f);
+  for (int g = tid; g < groups; g += THREADS)
+    xs4[g] = make_float4(scale(4 * g), scale(4 * g + 1), scale(4 * g + 2), scale(4 * g + 3));
+  for (int f = 4 * groups + tid; f < in_features; f += THREADS) xs[f] = scale(f);
   for (int f = in_features + tid; f < n; f += THREADS) xs[f] = 0.f;
   LQ_T(1);  // weights staged
   if (static_w) pdl_wait();
@@ -652,31 +660,34 @@ __global__ void __maxnreg__(TILED_MAXREG) lift_tiled_kernel(
   return;             // cost a decode step beyond their launch: bench/results/tail_pre/)
 #endif
   float ss = 0.f;
-  constexpr int U = 4;  // 8-value groups per thread in flight
+  constexpr int U = 4;  // 4-value groups per thread in flight
   for (int g0 = tid; g0 < groups; g0 += U * THREADS) {
-    Raw8 a[U], b[U];
+    Raw4 a[U], b[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int g = g0 + u * THREADS;
       if (g < groups) {
-        a[u] = raw8(xb + 8 * g);
-        if (PRE == 2) b[u] = raw8(xb + in_features + 8 * g);
+        a[u] = raw4(xb + 4 * g);
+        if (PRE == 2) b[u] = raw4(xb + in_features + 4 * g);
       }
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int g = g0 + u * THREADS;
       if (g < groups) {
+        float4 sc = xs4[g];
+        float* sv = reinterpret_cast<float*>(&sc);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          const float av = unpack8<T>(a[u], e);
+        for (int e = 0; e < 4; ++e) {
+          const float av = unpack4<T>(a[u], e);
           if (PRE == 1) ss = fmaf(av, av, ss);
-          xs[8 * g + e] *= prologue_value<PRE>(av, PRE == 2 ? unpack8<T>(b[u], e) : 0.f);
+          sv[e] *= prologue_value<PRE>(av, PRE == 2 ? unpack4<T>(b[u], e) : 0.f);
         }
+        xs4[g] = sc;
       }
     }
   }
-  for (int f = 8 * groups + tid; f < in_features; f += THREADS) {  // unaligned rows: one value at a time
+  for (int f = 4 * groups + tid; f < in_features; f += THREADS) {  // unaligned rows: one value at a time
     const float av = to_f(xb[f]);
     if (PRE == 1) ss = fmaf(av, av, ss);
     xs[f] *= prologue_value<PRE>(av, PRE == 2 ? to_f(xb[in_features + f]) : 0.f);
