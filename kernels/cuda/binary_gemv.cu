@@ -636,9 +636,11 @@ __global__ void __maxnreg__(TILED_MAXREG) lift_tiled_kernel(
   LQ_T(0);
   pdl_trigger();
   if (!static_w) pdl_wait();
-  for (int e = tid; e < chunks * 4 * n1; e += THREADS) {  // L read along its rows, written transposed
-    const int r = e / n1, k = e - r * n1;
-    reinterpret_cast<float*>(Ls)[((r >> 2) * n1 + k) * 4 + (r & 3)] = r < rows ? L[(long long)(i_a + r) * n1 + k] : 0.f;
+  // L transposed, written in the order of Ls (consecutive lanes, consecutive words: no bank conflicts; read along its
+  // rows instead, lanes 16 bytes apart met 4-way conflicts: bench/results/lift_stalls/)
+  for (int i = tid; i < chunks * 4 * n1; i += THREADS) {
+    const int rc = i / (4 * n1), q = i - rc * 4 * n1, r = 4 * rc + (q & 3), k = q >> 2;
+    reinterpret_cast<float*>(Ls)[i] = r < rows ? L[(long long)(i_a + r) * n1 + k] : 0.f;
   }
   copy_floats(Rs, R, n2 * C, tid, THREADS);
   // X's scales, each staged by the thread whose prologue multiplies it (no barrier between), zero past in_features
