@@ -4,7 +4,7 @@ block (against ncu's ideal). Phases are cut at the SASS markers: each ACQBULK (g
 the first EXIT; for lift_tiled_kernel that gives: before the first wait (`pre`), the staging (`wait1`: the code after
 the wait of launches without static weights), the prologue (`wait2`), L X (`bar1`), W R (`bar2`) and the planes (`exit`).
 
-    python bench/lift_stalls.py bench/results/lift_stalls/c2_ncu/ncu_rms_sass.csv --blocks 39
+    python bench/lift_stalls.py bench/results/lift_stalls/c2_ncu/ncu_rms_sass.csv.gz --blocks 39
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
+import gzip
 
 
 def phases(path: str) -> dict[str, collections.Counter]:
-    rows = list(csv.reader(open(path)))
+    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:  # the stored pages are gzipped
+        rows = list(csv.reader(f))
     if len(rows) < 3:
         raise SystemExit(f"{path}: no source rows (did ncu fail?)")
     hdr, data = rows[1], rows[2:]
