@@ -778,13 +778,22 @@ __device__ __forceinline__ void mma_step(float (&acc)[4], float& zacc, const uin
 }
 
 // Output row of token m from its summed counts S and zs sum(zq) Z: scale (2 S - Z) + bias (+ residual).
+// The value itself from the row's scale and, where the layer has them (has_bias, has_res), its bias and residual as
+// bias() and res() read them: store_row reads memory, the TMA gemv's stores the values it read early.
+template <typename B, typename R>
+__device__ __forceinline__ float row_value(float scale, float S, float Z, bool has_bias, B&& bias, bool has_res,
+                                           R&& res) {
+  float v = scale * (2.f * S - Z);
+  if (has_bias) v += bias();
+  if (has_res) v += res();
+  return v;
+}
 template <typename T>
 __device__ __forceinline__ void store_row(T* __restrict__ y, long long ldy, const T* __restrict__ res, long long ldr,
                                           const float* __restrict__ rscale, const float* __restrict__ bias, int m,
                                           int row, float S, float Z) {
-  float v = rscale[row] * (2.f * S - Z);
-  if (bias) v += bias[row];
-  if (res) v += to_f(res[(long long)m * ldr + row]);
+  const float v = row_value(rscale[row], S, Z, bias, [&] { return bias[row]; }, res,
+                            [&] { return to_f(res[(long long)m * ldr + row]); });
   y[(long long)m * ldy + row] = from_f<T>(v);
 }
 
@@ -1141,12 +1150,10 @@ __global__ void __launch_bounds__((TMA_WARPS + 1) * 32, 1) gemv_tma_kernel(
           S += rd[w * 32 + lane];
           Z += zred[par * TMA_WARPS + w];
         }
-        if (LQ_TAIL_PRE) {  // as store_row, from the values read early
+        if (LQ_TAIL_PRE) {  // from the values read early
           const int i = row0 + lane - r0;
-          float v = tail[i] * (2.f * S - Z);
-          if (bias) v += tail[brows + i];
-          if (res) v += tail[2 * brows + i];
-          y[row0 + lane] = from_f<T>(v);
+          y[row0 + lane] = from_f<T>(row_value(tail[i], S, Z, bias, [&] { return tail[brows + i]; }, res,
+                                               [&] { return tail[2 * brows + i]; }));
         } else {
           store_row(y, 0, res, 0, rscale, bias, 0, row0 + lane, S, Z);
         }
